@@ -1,0 +1,1101 @@
+"""The matching engine's Numba kernels: commands in, events out, on preallocated arrays.
+
+This module implements docs/engine.md. It imports no I/O, reads no clock and allocates nothing: the
+state is the arrays of ``engine.layout``, events go into a buffer the caller owns, and every function
+returns values or result codes instead of raising.
+
+Argument order is the same everywhere: ``orders, levels, bits, sym, accts, bal, supply, index_keys,
+index_slots, params`` (the fields of ``layout.EngineArrays``), abbreviated ``state`` in comments.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+from numba import njit
+
+from common.config import SelfTradePrevention
+from common.records import (
+    ALL_SYMBOLS,
+    CancelReason,
+    CommandKind,
+    EventKind,
+    OrderType,
+    RejectReason,
+    Side,
+    TimeInForce,
+)
+from engine.ladder import bit_clear, bit_set, next_set, prev_set
+from engine.layout import (
+    A_ACTIVE,
+    A_HEAD,
+    A_OPEN,
+    A_TAIL,
+    BAL_AVAILABLE,
+    BAL_FROZEN,
+    NO_PRICE,
+    P_FEE_ACCOUNT,
+    P_FREE_HEAD,
+    P_HASH_MASK,
+    P_HASH_SHIFT,
+    P_HIGH_WATER,
+    P_MAKER_BPS,
+    P_MAX_ORDERS,
+    P_N_ACCOUNTS,
+    P_N_ASSETS,
+    P_N_SYMBOLS,
+    P_NEED_EVENTS,
+    P_OPEN_ORDERS,
+    P_RESERVE_BPS,
+    P_STP,
+    P_TAKER_BPS,
+    S_ASK_ORDERS,
+    S_BASE,
+    S_BEST_ASK,
+    S_BEST_BID,
+    S_BID_ORDERS,
+    S_BITS0,
+    S_BITS1,
+    S_BITS2,
+    S_BPL,
+    S_LEVEL_OFFSET,
+    S_MAX_PRICE,
+    S_MAX_QTY,
+    S_MIN_NOTIONAL,
+    S_MIN_PRICE,
+    S_MIN_QTY,
+    S_QPTL,
+    S_QUOTE,
+    S_WORDS2,
+)
+
+# Codes as plain ints, so Numba folds them into constants.
+NEW = int(CommandKind.NEW)
+CANCEL = int(CommandKind.CANCEL)
+CANCEL_REPLACE = int(CommandKind.CANCEL_REPLACE)
+CANCEL_ALL = int(CommandKind.CANCEL_ALL)
+DEPOSIT = int(CommandKind.DEPOSIT)
+WITHDRAW = int(CommandKind.WITHDRAW)
+CREATE_ACCOUNT = int(CommandKind.CREATE_ACCOUNT)
+
+BUY = int(Side.BUY)
+SELL = int(Side.SELL)
+MARKET = int(OrderType.MARKET)
+LIMIT = int(OrderType.LIMIT)
+GTC = int(TimeInForce.GTC)
+IOC = int(TimeInForce.IOC)
+FOK = int(TimeInForce.FOK)
+POST_ONLY = int(TimeInForce.POST_ONLY)
+
+EV_ACCEPTED = int(EventKind.ACCEPTED)
+EV_REJECTED = int(EventKind.REJECTED)
+EV_TRADE = int(EventKind.TRADE)
+EV_CANCELLED = int(EventKind.CANCELLED)
+EV_REPLACED = int(EventKind.REPLACED)
+EV_BALANCE = int(EventKind.BALANCE)
+EV_ACCOUNT_CREATED = int(EventKind.ACCOUNT_CREATED)
+EV_MASS_CANCELLED = int(EventKind.MASS_CANCELLED)
+
+R_UNKNOWN_COMMAND = int(RejectReason.UNKNOWN_COMMAND)
+R_UNKNOWN_ACCOUNT = int(RejectReason.UNKNOWN_ACCOUNT)
+R_UNKNOWN_SYMBOL = int(RejectReason.UNKNOWN_SYMBOL)
+R_UNKNOWN_ASSET = int(RejectReason.UNKNOWN_ASSET)
+R_UNKNOWN_ORDER = int(RejectReason.UNKNOWN_ORDER)
+R_INVALID_SIDE = int(RejectReason.INVALID_SIDE)
+R_INVALID_ORDER_TYPE = int(RejectReason.INVALID_ORDER_TYPE)
+R_INVALID_TIF = int(RejectReason.INVALID_TIME_IN_FORCE)
+R_PRICE_OUT_OF_BAND = int(RejectReason.PRICE_OUT_OF_BAND)
+R_INVALID_QUANTITY = int(RejectReason.INVALID_QUANTITY)
+R_BELOW_MIN_NOTIONAL = int(RejectReason.BELOW_MIN_NOTIONAL)
+R_INVALID_AMOUNT = int(RejectReason.INVALID_AMOUNT)
+R_INSUFFICIENT_FUNDS = int(RejectReason.INSUFFICIENT_FUNDS)
+R_ORDER_TABLE_FULL = int(RejectReason.ORDER_TABLE_FULL)
+R_POST_ONLY_WOULD_CROSS = int(RejectReason.POST_ONLY_WOULD_CROSS)
+R_INVALID_ORDER_ID = int(RejectReason.INVALID_ORDER_ID)
+R_ACCOUNT_EXISTS = int(RejectReason.ACCOUNT_EXISTS)
+R_BALANCE_OVERFLOW = int(RejectReason.BALANCE_OVERFLOW)
+
+C_USER = int(CancelReason.USER)
+C_IOC_REMAINDER = int(CancelReason.IOC_REMAINDER)
+C_FOK = int(CancelReason.FOK)
+C_SELF_TRADE = int(CancelReason.SELF_TRADE)
+C_MARKET_REMAINDER = int(CancelReason.MARKET_REMAINDER)
+
+STP_OFF = int(SelfTradePrevention.OFF)
+STP_CANCEL_TAKER = int(SelfTradePrevention.CANCEL_TAKER)
+STP_CANCEL_MAKER = int(SelfTradePrevention.CANCEL_MAKER)
+STP_CANCEL_BOTH = int(SelfTradePrevention.CANCEL_BOTH)
+
+INT64_MAX = np.iinfo(np.int64).max
+BPS = 10_000
+_GOLDEN = np.uint64(0x9E3779B97F4A7C15)  # Fibonacci hashing: spreads consecutive order ids
+
+# Events a command may write, beyond its fills: order event + balance, and an ending cancel + balance.
+EVENTS_PER_COMMAND = 8
+EVENTS_PER_FILL = 6  # TRADE + 5 BALANCE
+EVENTS_PER_SELF_TRADE_CANCEL = 2  # CANCELLED + BALANCE
+
+# Return codes of apply_batch's status.
+BATCH_DONE = 0  # every command was applied
+BATCH_SPLIT = 1  # the buffer is full: hand the events over and call again
+BATCH_GROW = 2  # the next command alone needs more than the buffer: grow it to params[P_NEED_EVENTS]
+
+
+# --- arithmetic -------------------------------------------------------------------------------------
+
+
+@njit(cache=True, inline="always")
+def fee(notional, bps):
+    """floor(notional * bps / 10000) without overflowing int64."""
+    return (notional // BPS) * bps + (notional % BPS) * bps // BPS
+
+
+@njit(cache=True, inline="always")
+def buy_reserve(price, lots, qptl, reserve_bps):
+    notional = price * lots * qptl
+    return notional + fee(notional, reserve_bps)
+
+
+@njit(cache=True)
+def affordable_lots(budget, price, qptl, taker_bps):
+    """The most lots whose notional plus taker fee at ``price`` fit in ``budget``."""
+    unit = price * qptl
+    if unit <= 0 or budget <= 0:
+        return 0
+    most = budget // unit  # ignoring the fee: an upper bound, and notional stays <= budget
+    # Start from the fee-inclusive estimate, then settle exactly (cost is monotonic in lots).
+    lots = np.int64(float(budget) / (float(unit) * (1.0 + taker_bps / BPS)))
+    if lots > most:
+        lots = most
+    if lots < 0:
+        lots = 0
+    while lots > 0 and fee(lots * unit, taker_bps) > budget - lots * unit:
+        lots -= 1
+    while lots < most and fee((lots + 1) * unit, taker_bps) <= budget - (lots + 1) * unit:
+        lots += 1
+    return lots
+
+
+# --- the order-id index (open addressing, linear probing, backward-shift deletion) ------------------
+
+
+@njit(cache=True, inline="always")
+def _home(key, shift):
+    return np.int64((np.uint64(key) * _GOLDEN) >> np.uint64(shift))
+
+
+@njit(cache=True)
+def index_find(index_keys, index_slots, params, key):
+    mask = params[P_HASH_MASK]
+    i = _home(key, params[P_HASH_SHIFT])
+    while True:
+        k = index_keys[i]
+        if k == key:
+            return np.int64(index_slots[i])
+        if k == 0:
+            return np.int64(-1)
+        i = (i + 1) & mask
+
+
+@njit(cache=True)
+def index_insert(index_keys, index_slots, params, key, slot):
+    mask = params[P_HASH_MASK]
+    i = _home(key, params[P_HASH_SHIFT])
+    while index_keys[i] != 0:
+        i = (i + 1) & mask
+    index_keys[i] = key
+    index_slots[i] = slot
+
+
+@njit(cache=True)
+def index_delete(index_keys, index_slots, params, key):
+    mask = params[P_HASH_MASK]
+    shift = params[P_HASH_SHIFT]
+    i = _home(key, shift)
+    while index_keys[i] != key:
+        i = (i + 1) & mask
+    # Backward shift: pull later entries of the probe run into the hole unless their home lies
+    # cyclically in (hole, entry], which would put them before their home.
+    j = i
+    while True:
+        j = (j + 1) & mask
+        k = index_keys[j]
+        if k == 0:
+            break
+        home = _home(k, shift)
+        if (j > i and (home <= i or home > j)) or (j < i and home <= i and home > j):
+            index_keys[i] = k
+            index_slots[i] = index_slots[j]
+            i = j
+    index_keys[i] = 0
+
+
+# --- events ---------------------------------------------------------------------------------------
+
+
+@njit(cache=True, inline="always")
+def _clear_event(ev_words, n):
+    for k in range(ev_words.shape[1]):
+        ev_words[n, k] = 0
+
+
+@njit(cache=True, inline="always")
+def _leaves(orders, slot):
+    if orders[slot].by_quote:
+        return np.int64(0)
+    return orders[slot].qty - orders[slot].filled
+
+
+@njit(cache=True)
+def emit_order(ev, ev_words, n, kind, reason, seq, ts, orders, slot, amount):
+    """An event about one order (ACCEPTED, CANCELLED, REPLACED) with its current fields."""
+    _clear_event(ev_words, n)
+    e = ev[n]
+    o = orders[slot]
+    e.seq = seq
+    e.ts = ts
+    e.kind = kind
+    e.reason = reason
+    e.order_id = o.order_id
+    e.client_order_id = o.client_order_id
+    e.account = o.account
+    e.symbol = o.symbol
+    e.side = o.side
+    e.order_type = o.order_type
+    e.tif = o.tif
+    e.price = o.price
+    e.qty = o.qty
+    e.leaves = _leaves(orders, slot)
+    e.filled = o.filled
+    e.amount = amount
+    return n + 1
+
+
+@njit(cache=True)
+def emit_balance(ev, ev_words, n, seq, ts, bal, account, asset, amount):
+    _clear_event(ev_words, n)
+    e = ev[n]
+    e.seq = seq
+    e.ts = ts
+    e.kind = EV_BALANCE
+    e.account = account
+    e.asset = asset
+    e.available = bal[account, asset, BAL_AVAILABLE]
+    e.frozen = bal[account, asset, BAL_FROZEN]
+    e.amount = amount
+    return n + 1
+
+
+@njit(cache=True)
+def emit_reject(ev, ev_words, n, c, reason):
+    """REJECTED: the command's own fields echoed with the reason."""
+    _clear_event(ev_words, n)
+    e = ev[n]
+    e.seq = c.seq
+    e.ts = c.ts
+    e.kind = EV_REJECTED
+    e.reason = reason
+    e.order_id = c.order_id
+    e.client_order_id = c.client_order_id
+    e.account = c.account
+    e.symbol = c.symbol
+    e.asset = c.asset
+    e.side = c.side
+    e.order_type = c.order_type
+    e.tif = c.tif
+    e.price = c.price
+    e.qty = c.qty
+    e.amount = c.amount
+    return n + 1
+
+
+@njit(cache=True)
+def emit_simple(ev, ev_words, n, seq, ts, kind, account, symbol, qty):
+    """ACCOUNT_CREATED and MASS_CANCELLED."""
+    _clear_event(ev_words, n)
+    e = ev[n]
+    e.seq = seq
+    e.ts = ts
+    e.kind = kind
+    e.account = account
+    e.symbol = symbol
+    e.qty = qty
+    return n + 1
+
+
+# --- order slots, books and account lists --------------------------------------------------------
+
+
+@njit(cache=True, inline="always")
+def _reserve_asset(sym, orders, slot):
+    if orders[slot].side == BUY:
+        return sym[orders[slot].symbol, S_QUOTE]
+    return sym[orders[slot].symbol, S_BASE]
+
+
+@njit(cache=True)
+def slot_alloc(orders, params):
+    head = params[P_FREE_HEAD]
+    if head >= 0:
+        params[P_FREE_HEAD] = orders[head].next
+        return head
+    slot = params[P_HIGH_WATER]
+    params[P_HIGH_WATER] = slot + 1
+    return slot
+
+
+@njit(cache=True)
+def slot_free(orders, params, slot):
+    orders[slot].next = params[P_FREE_HEAD]
+    params[P_FREE_HEAD] = slot
+
+
+@njit(cache=True)
+def book_link(orders, levels, bits, sym, slot):
+    """Put an order at the tail of its price level (and update the best price)."""
+    s = orders[slot].symbol
+    price = orders[slot].price
+    offset = price - sym[s, S_MIN_PRICE]
+    lvl = sym[s, S_LEVEL_OFFSET] + offset
+    level = levels[lvl]
+    if level.count == 0:
+        level.head = slot
+        level.tail = slot
+        orders[slot].prev = -1
+        bit_set(bits, sym[s, S_BITS0], sym[s, S_BITS1], sym[s, S_BITS2], offset)
+    else:
+        tail = level.tail
+        orders[tail].next = slot
+        orders[slot].prev = tail
+        level.tail = slot
+    orders[slot].next = -1
+    level.count += 1
+    level.qty += orders[slot].qty - orders[slot].filled
+    if orders[slot].side == BUY:
+        sym[s, S_BID_ORDERS] += 1
+        if sym[s, S_BEST_BID] == NO_PRICE or price > sym[s, S_BEST_BID]:
+            sym[s, S_BEST_BID] = price
+    else:
+        sym[s, S_ASK_ORDERS] += 1
+        if sym[s, S_BEST_ASK] == NO_PRICE or price < sym[s, S_BEST_ASK]:
+            sym[s, S_BEST_ASK] = price
+
+
+@njit(cache=True)
+def book_unlink(orders, levels, bits, sym, slot):
+    """Take an order out of its price level (and update the best price if the level empties)."""
+    s = orders[slot].symbol
+    price = orders[slot].price
+    min_price = sym[s, S_MIN_PRICE]
+    offset = price - min_price
+    lvl = sym[s, S_LEVEL_OFFSET] + offset
+    level = levels[lvl]
+    prev = orders[slot].prev
+    nxt = orders[slot].next
+    if prev >= 0:
+        orders[prev].next = nxt
+    else:
+        level.head = nxt
+    if nxt >= 0:
+        orders[nxt].prev = prev
+    else:
+        level.tail = prev
+    level.count -= 1
+    level.qty -= orders[slot].qty - orders[slot].filled
+    bid = orders[slot].side == BUY
+    if bid:
+        sym[s, S_BID_ORDERS] -= 1
+    else:
+        sym[s, S_ASK_ORDERS] -= 1
+    if level.count == 0:
+        base0 = sym[s, S_BITS0]
+        base1 = sym[s, S_BITS1]
+        base2 = sym[s, S_BITS2]
+        bit_clear(bits, base0, base1, base2, offset)
+        if bid and sym[s, S_BEST_BID] == price:
+            found = prev_set(bits, base0, base1, base2, sym[s, S_WORDS2], offset - 1)
+            sym[s, S_BEST_BID] = NO_PRICE if found < 0 else min_price + found
+        elif not bid and sym[s, S_BEST_ASK] == price:
+            found = next_set(bits, base0, base1, base2, sym[s, S_WORDS2], offset + 1)
+            sym[s, S_BEST_ASK] = NO_PRICE if found < 0 else min_price + found
+
+
+@njit(cache=True)
+def order_register(orders, accts, index_keys, index_slots, params, slot):
+    """Make a resting order known: the id index, the account's order list, the open count."""
+    index_insert(index_keys, index_slots, params, orders[slot].order_id, slot)
+    a = orders[slot].account
+    tail = accts[a, A_TAIL]
+    orders[slot].acct_prev = tail
+    orders[slot].acct_next = -1
+    if tail >= 0:
+        orders[tail].acct_next = slot
+    else:
+        accts[a, A_HEAD] = slot
+    accts[a, A_TAIL] = slot
+    accts[a, A_OPEN] += 1
+    params[P_OPEN_ORDERS] += 1
+
+
+@njit(cache=True)
+def order_release(orders, accts, index_keys, index_slots, params, slot):
+    """Forget an order that left the book, and free its slot."""
+    index_delete(index_keys, index_slots, params, orders[slot].order_id)
+    a = orders[slot].account
+    prev = orders[slot].acct_prev
+    nxt = orders[slot].acct_next
+    if prev >= 0:
+        orders[prev].acct_next = nxt
+    else:
+        accts[a, A_HEAD] = nxt
+    if nxt >= 0:
+        orders[nxt].acct_prev = prev
+    else:
+        accts[a, A_TAIL] = prev
+    accts[a, A_OPEN] -= 1
+    params[P_OPEN_ORDERS] -= 1
+    slot_free(orders, params, slot)
+
+
+@njit(cache=True)
+def end_order(ev, ev_words, n, seq, ts, orders, sym, bal, slot, reason):
+    """CANCELLED with what the order had left, its reserve released, BALANCE."""
+    a = orders[slot].account
+    asset = _reserve_asset(sym, orders, slot)
+    amount = orders[slot].reserve
+    bal[a, asset, BAL_AVAILABLE] += amount
+    bal[a, asset, BAL_FROZEN] -= amount
+    orders[slot].reserve = 0
+    n = emit_order(ev, ev_words, n, EV_CANCELLED, reason, seq, ts, orders, slot, amount)
+    return emit_balance(ev, ev_words, n, seq, ts, bal, a, asset, 0)
+
+
+@njit(cache=True)
+def cancel_resting(ev, ev_words, n, seq, ts, orders, levels, bits, sym, accts, bal, index_keys, index_slots,
+                   params, slot, reason):
+    """Take a resting order off the book, release its reserve, report it, free its slot."""
+    book_unlink(orders, levels, bits, sym, slot)
+    n = end_order(ev, ev_words, n, seq, ts, orders, sym, bal, slot, reason)
+    order_release(orders, accts, index_keys, index_slots, params, slot)
+    return n
+
+
+# --- matching ------------------------------------------------------------------------------------
+
+
+@njit(cache=True)
+def fill(ev, ev_words, n, seq, ts, orders, levels, sym, bal, params, taker, maker, lvl, price, lots,
+         taker_limit):
+    """Clear one fill of ``lots`` at the maker's ``price``; write TRADE and the five BALANCE events."""
+    s = orders[taker].symbol
+    base = sym[s, S_BASE]
+    quote = sym[s, S_QUOTE]
+    bpl = sym[s, S_BPL]
+    qptl = sym[s, S_QPTL]
+    reserve_bps = params[P_RESERVE_BPS]
+    notional = price * lots * qptl
+    maker_fee = fee(notional, params[P_MAKER_BPS])
+    taker_fee = fee(notional, params[P_TAKER_BPS])
+    base_lots = lots * bpl
+
+    orders[taker].filled += lots
+    orders[maker].filled += lots
+    levels[lvl].qty -= lots
+
+    if orders[taker].side == BUY:
+        buyer = taker
+        seller = maker
+        buyer_fee = taker_fee
+        seller_fee = maker_fee
+        buyer_limit = taker_limit
+    else:
+        buyer = maker
+        seller = taker
+        buyer_fee = maker_fee
+        seller_fee = taker_fee
+        buyer_limit = orders[maker].price
+    buyer_account = orders[buyer].account
+    seller_account = orders[seller].account
+
+    cost = notional + buyer_fee
+    if orders[buyer].by_quote:
+        orders[buyer].reserve -= cost
+        bal[buyer_account, quote, BAL_FROZEN] -= cost
+    else:
+        # Hold exactly what the remaining lots need at the limit; the rest (price improvement and
+        # unused fee reserve) goes back at once.
+        kept = buy_reserve(buyer_limit, orders[buyer].qty - orders[buyer].filled, qptl, reserve_bps)
+        released = orders[buyer].reserve - kept
+        orders[buyer].reserve = kept
+        bal[buyer_account, quote, BAL_FROZEN] -= released
+        bal[buyer_account, quote, BAL_AVAILABLE] += released - cost
+    bal[buyer_account, base, BAL_AVAILABLE] += base_lots
+
+    orders[seller].reserve -= base_lots
+    bal[seller_account, base, BAL_FROZEN] -= base_lots
+    bal[seller_account, quote, BAL_AVAILABLE] += notional - seller_fee
+
+    fee_account = params[P_FEE_ACCOUNT]
+    bal[fee_account, quote, BAL_AVAILABLE] += maker_fee + taker_fee
+
+    _clear_event(ev_words, n)
+    e = ev[n]
+    t = orders[taker]
+    m = orders[maker]
+    e.seq = seq
+    e.ts = ts
+    e.kind = EV_TRADE
+    e.order_id = t.order_id
+    e.client_order_id = t.client_order_id
+    e.account = t.account
+    e.symbol = s
+    e.side = t.side
+    e.order_type = t.order_type
+    e.tif = t.tif
+    e.price = price
+    e.qty = lots
+    e.amount = notional
+    e.leaves = _leaves(orders, taker)
+    e.filled = t.filled
+    e.maker_order_id = m.order_id
+    e.maker_client_order_id = m.client_order_id
+    e.maker_account = m.account
+    e.maker_leaves = m.qty - m.filled
+    e.maker_filled = m.filled
+    e.maker_fee = maker_fee
+    e.taker_fee = taker_fee
+    n += 1
+    taker_account = t.account
+    maker_account = m.account
+    n = emit_balance(ev, ev_words, n, seq, ts, bal, taker_account, base, 0)
+    n = emit_balance(ev, ev_words, n, seq, ts, bal, taker_account, quote, 0)
+    n = emit_balance(ev, ev_words, n, seq, ts, bal, maker_account, base, 0)
+    n = emit_balance(ev, ev_words, n, seq, ts, bal, maker_account, quote, 0)
+    return emit_balance(ev, ev_words, n, seq, ts, bal, fee_account, quote, 0)
+
+
+@njit(cache=True)
+def match(ev, ev_words, n, seq, ts, orders, levels, bits, sym, accts, bal, index_keys, index_slots,
+          params, taker, limit):
+    """Match ``taker`` against the opposite side up to ``limit`` (ticks).
+
+    Returns (events written so far, True if self-trade prevention cancelled the taker). The caller
+    decides what happens to whatever the taker has left.
+    """
+    s = orders[taker].symbol
+    buying = orders[taker].side == BUY
+    by_quote = orders[taker].by_quote != 0
+    account = orders[taker].account
+    stp = params[P_STP]
+    min_price = sym[s, S_MIN_PRICE]
+    level_offset = sym[s, S_LEVEL_OFFSET]
+    qptl = sym[s, S_QPTL]
+    taker_bps = params[P_TAKER_BPS]
+    while True:
+        if not by_quote and orders[taker].qty == orders[taker].filled:
+            return n, False
+        if buying:
+            price = sym[s, S_BEST_ASK]
+            if price == NO_PRICE or price > limit:
+                return n, False
+        else:
+            price = sym[s, S_BEST_BID]
+            if price == NO_PRICE or price < limit:
+                return n, False
+        lvl = level_offset + price - min_price
+        maker = levels[lvl].head
+        while True:
+            next_maker = orders[maker].next
+            maker_leaves = orders[maker].qty - orders[maker].filled
+            if by_quote:
+                # "While it can afford one more lot" comes first, before self-trade prevention.
+                lots = affordable_lots(orders[taker].reserve, price, qptl, taker_bps)
+                if lots == 0:
+                    return n, False
+            else:
+                lots = orders[taker].qty - orders[taker].filled
+            if lots > maker_leaves:
+                lots = maker_leaves
+            if stp != STP_OFF and orders[maker].account == account:
+                if stp == STP_CANCEL_MAKER:
+                    last = levels[lvl].count == 1
+                    n = cancel_resting(ev, ev_words, n, seq, ts, orders, levels, bits, sym, accts, bal,
+                                       index_keys, index_slots, params, maker, C_SELF_TRADE)
+                    if last:
+                        break
+                    maker = next_maker
+                    continue
+                if stp == STP_CANCEL_BOTH:
+                    n = cancel_resting(ev, ev_words, n, seq, ts, orders, levels, bits, sym, accts, bal,
+                                       index_keys, index_slots, params, maker, C_SELF_TRADE)
+                return n, True
+            n = fill(ev, ev_words, n, seq, ts, orders, levels, sym, bal, params, taker, maker, lvl, price,
+                     lots, limit)
+            if lots < maker_leaves:
+                if not by_quote:
+                    return n, False  # the taker is filled
+                continue  # by quote amount: see whether what is left buys more of this maker
+            last = levels[lvl].count == 1
+            book_unlink(orders, levels, bits, sym, maker)
+            order_release(orders, accts, index_keys, index_slots, params, maker)
+            if not by_quote and orders[taker].qty == orders[taker].filled:
+                return n, False
+            if last:
+                break
+            maker = next_maker
+
+
+@njit(cache=True)
+def fok_fillable(orders, levels, bits, sym, params, s, buying, account, limit, lots):
+    """Would a FOK order for ``lots`` fill completely now? (A dry run of ``match``.)"""
+    stp = params[P_STP]
+    min_price = sym[s, S_MIN_PRICE]
+    level_offset = sym[s, S_LEVEL_OFFSET]
+    base0 = sym[s, S_BITS0]
+    base1 = sym[s, S_BITS1]
+    base2 = sym[s, S_BITS2]
+    words2 = sym[s, S_WORDS2]
+    price = sym[s, S_BEST_ASK] if buying else sym[s, S_BEST_BID]
+    while price != NO_PRICE:
+        if (buying and price > limit) or (not buying and price < limit):
+            return False
+        maker = levels[level_offset + price - min_price].head
+        while maker >= 0:
+            if stp != STP_OFF and orders[maker].account == account:
+                if stp != STP_CANCEL_MAKER:
+                    return False
+            else:
+                lots -= orders[maker].qty - orders[maker].filled
+                if lots <= 0:
+                    return True
+            maker = orders[maker].next
+        offset = price - min_price
+        if buying:
+            found = next_set(bits, base0, base1, base2, words2, offset + 1)
+        else:
+            found = prev_set(bits, base0, base1, base2, words2, offset - 1)
+        price = NO_PRICE if found < 0 else min_price + found
+    return False
+
+
+@njit(cache=True)
+def worst_ask_for(levels, bits, sym, s, lots):
+    """The price of the ask level where the cumulative ask quantity first reaches ``lots`` (the last
+    ask level if the asks hold less; 0 with no asks)."""
+    price = sym[s, S_BEST_ASK]
+    if price == NO_PRICE:
+        return np.int64(0)
+    min_price = sym[s, S_MIN_PRICE]
+    level_offset = sym[s, S_LEVEL_OFFSET]
+    offset = price - min_price
+    while True:
+        lots -= levels[level_offset + offset].qty
+        if lots <= 0:
+            return min_price + offset
+        found = next_set(bits, sym[s, S_BITS0], sym[s, S_BITS1], sym[s, S_BITS2], sym[s, S_WORDS2], offset + 1)
+        if found < 0:
+            return min_price + offset
+        offset = found
+
+
+# --- commands ------------------------------------------------------------------------------------
+
+
+@njit(cache=True, inline="always")
+def _account_exists(accts, params, a):
+    return 0 <= a < params[P_N_ACCOUNTS] and accts[a, A_ACTIVE] != 0
+
+
+@njit(cache=True)
+def apply_new(c, ev, ev_words, n, orders, levels, bits, sym, accts, bal, supply, index_keys, index_slots,
+              params):
+    a = c.account
+    s = c.symbol
+    if not _account_exists(accts, params, a):
+        return emit_reject(ev, ev_words, n, c, R_UNKNOWN_ACCOUNT)
+    if s < 0 or s >= params[P_N_SYMBOLS]:
+        return emit_reject(ev, ev_words, n, c, R_UNKNOWN_SYMBOL)
+    side = c.side
+    if side != BUY and side != SELL:
+        return emit_reject(ev, ev_words, n, c, R_INVALID_SIDE)
+    otype = c.order_type
+    if otype != MARKET and otype != LIMIT:
+        return emit_reject(ev, ev_words, n, c, R_INVALID_ORDER_TYPE)
+    tif = c.tif
+    if tif != GTC and tif != IOC and tif != FOK and tif != POST_ONLY:
+        return emit_reject(ev, ev_words, n, c, R_INVALID_TIF)
+    if otype == MARKET and tif != IOC:
+        return emit_reject(ev, ev_words, n, c, R_INVALID_TIF)
+    by_quote = otype == MARKET and c.amount != 0
+    qty = c.qty
+    if by_quote:
+        if side != BUY:
+            return emit_reject(ev, ev_words, n, c, R_INVALID_ORDER_TYPE)
+        if qty != 0:
+            return emit_reject(ev, ev_words, n, c, R_INVALID_QUANTITY)
+        if c.amount < 0:
+            return emit_reject(ev, ev_words, n, c, R_INVALID_AMOUNT)
+    elif (otype == LIMIT and c.amount != 0) or qty < sym[s, S_MIN_QTY] or qty > sym[s, S_MAX_QTY]:
+        return emit_reject(ev, ev_words, n, c, R_INVALID_QUANTITY)
+    price = c.price
+    qptl = sym[s, S_QPTL]
+    if otype == LIMIT:
+        if price < sym[s, S_MIN_PRICE] or price > sym[s, S_MAX_PRICE]:
+            return emit_reject(ev, ev_words, n, c, R_PRICE_OUT_OF_BAND)
+        if price * qty * qptl < sym[s, S_MIN_NOTIONAL]:
+            return emit_reject(ev, ev_words, n, c, R_BELOW_MIN_NOTIONAL)
+    elif by_quote and c.amount < sym[s, S_MIN_NOTIONAL]:
+        return emit_reject(ev, ev_words, n, c, R_BELOW_MIN_NOTIONAL)
+    seq = c.seq
+    if seq <= 0 or index_find(index_keys, index_slots, params, seq) >= 0:
+        return emit_reject(ev, ev_words, n, c, R_INVALID_ORDER_ID)
+    may_rest = tif == GTC or tif == POST_ONLY
+    if may_rest and params[P_OPEN_ORDERS] >= params[P_MAX_ORDERS]:
+        return emit_reject(ev, ev_words, n, c, R_ORDER_TABLE_FULL)
+    buying = side == BUY
+    if tif == POST_ONLY:
+        if buying:
+            best = sym[s, S_BEST_ASK]
+            if best != NO_PRICE and price >= best:
+                return emit_reject(ev, ev_words, n, c, R_POST_ONLY_WOULD_CROSS)
+        else:
+            best = sym[s, S_BEST_BID]
+            if best != NO_PRICE and price <= best:
+                return emit_reject(ev, ev_words, n, c, R_POST_ONLY_WOULD_CROSS)
+
+    # The reserve, and the price the order matches up to.
+    if buying:
+        asset = sym[s, S_QUOTE]
+        if by_quote:
+            reserve = c.amount
+            limit = sym[s, S_MAX_PRICE]
+        else:
+            limit = price if otype == LIMIT else worst_ask_for(levels, bits, sym, s, qty)
+            reserve = buy_reserve(limit, qty, qptl, params[P_RESERVE_BPS])
+    else:
+        asset = sym[s, S_BASE]
+        reserve = qty * sym[s, S_BPL]
+        limit = price if otype == LIMIT else sym[s, S_MIN_PRICE]
+    if reserve > bal[a, asset, BAL_AVAILABLE]:
+        return emit_reject(ev, ev_words, n, c, R_INSUFFICIENT_FUNDS)
+
+    slot = slot_alloc(orders, params) if may_rest else params[P_MAX_ORDERS]
+    o = orders[slot]
+    o.order_id = seq
+    o.client_order_id = c.client_order_id
+    o.price = price if otype == LIMIT else 0
+    o.qty = qty
+    o.filled = 0
+    o.reserve = 0
+    o.ts = c.ts
+    o.account = a
+    o.symbol = s
+    o.side = side
+    o.order_type = otype
+    o.tif = tif
+    o.by_quote = 1 if by_quote else 0
+
+    if tif == FOK and not fok_fillable(orders, levels, bits, sym, params, s, buying, a, limit, qty):
+        return emit_order(ev, ev_words, n, EV_CANCELLED, C_FOK, seq, c.ts, orders, slot, 0)
+
+    o.reserve = reserve
+    bal[a, asset, BAL_AVAILABLE] -= reserve
+    bal[a, asset, BAL_FROZEN] += reserve
+    n = emit_order(ev, ev_words, n, EV_ACCEPTED, 0, seq, c.ts, orders, slot, reserve)
+    n = emit_balance(ev, ev_words, n, seq, c.ts, bal, a, asset, 0)
+
+    n, self_trade = match(ev, ev_words, n, seq, c.ts, orders, levels, bits, sym, accts, bal, index_keys,
+                          index_slots, params, slot, limit)
+    if self_trade:
+        n = end_order(ev, ev_words, n, seq, c.ts, orders, sym, bal, slot, C_SELF_TRADE)
+    elif by_quote:
+        if orders[slot].reserve > 0:
+            n = end_order(ev, ev_words, n, seq, c.ts, orders, sym, bal, slot, C_MARKET_REMAINDER)
+    elif orders[slot].qty > orders[slot].filled:
+        if may_rest:
+            book_link(orders, levels, bits, sym, slot)
+            order_register(orders, accts, index_keys, index_slots, params, slot)
+            return n
+        reason = C_IOC_REMAINDER if otype == LIMIT else C_MARKET_REMAINDER
+        n = end_order(ev, ev_words, n, seq, c.ts, orders, sym, bal, slot, reason)
+    if may_rest:
+        slot_free(orders, params, slot)
+    return n
+
+
+@njit(cache=True)
+def _find_own_order(orders, index_keys, index_slots, params, order_id, account):
+    if order_id <= 0:
+        return np.int64(-1)
+    slot = index_find(index_keys, index_slots, params, order_id)
+    if slot >= 0 and orders[slot].account != account:
+        return np.int64(-1)
+    return slot
+
+
+@njit(cache=True)
+def apply_cancel(c, ev, ev_words, n, orders, levels, bits, sym, accts, bal, supply, index_keys, index_slots,
+                 params):
+    if not _account_exists(accts, params, c.account):
+        return emit_reject(ev, ev_words, n, c, R_UNKNOWN_ACCOUNT)
+    slot = _find_own_order(orders, index_keys, index_slots, params, c.order_id, c.account)
+    if slot < 0:
+        return emit_reject(ev, ev_words, n, c, R_UNKNOWN_ORDER)
+    return cancel_resting(ev, ev_words, n, c.seq, c.ts, orders, levels, bits, sym, accts, bal, index_keys,
+                          index_slots, params, slot, C_USER)
+
+
+@njit(cache=True)
+def apply_replace(c, ev, ev_words, n, orders, levels, bits, sym, accts, bal, supply, index_keys,
+                  index_slots, params):
+    a = c.account
+    if not _account_exists(accts, params, a):
+        return emit_reject(ev, ev_words, n, c, R_UNKNOWN_ACCOUNT)
+    slot = _find_own_order(orders, index_keys, index_slots, params, c.order_id, a)
+    if slot < 0:
+        return emit_reject(ev, ev_words, n, c, R_UNKNOWN_ORDER)
+    o = orders[slot]
+    s = o.symbol
+    price = c.price
+    qty = c.qty
+    if price < sym[s, S_MIN_PRICE] or price > sym[s, S_MAX_PRICE]:
+        return emit_reject(ev, ev_words, n, c, R_PRICE_OUT_OF_BAND)
+    if qty < sym[s, S_MIN_QTY] or qty > sym[s, S_MAX_QTY] or qty <= o.filled:
+        return emit_reject(ev, ev_words, n, c, R_INVALID_QUANTITY)
+    qptl = sym[s, S_QPTL]
+    if price * qty * qptl < sym[s, S_MIN_NOTIONAL]:
+        return emit_reject(ev, ev_words, n, c, R_BELOW_MIN_NOTIONAL)
+    buying = o.side == BUY
+    if o.tif == POST_ONLY:
+        if buying:
+            best = sym[s, S_BEST_ASK]
+            if best != NO_PRICE and price >= best:
+                return emit_reject(ev, ev_words, n, c, R_POST_ONLY_WOULD_CROSS)
+        else:
+            best = sym[s, S_BEST_BID]
+            if best != NO_PRICE and price <= best:
+                return emit_reject(ev, ev_words, n, c, R_POST_ONLY_WOULD_CROSS)
+    leaves = qty - o.filled
+    if buying:
+        asset = sym[s, S_QUOTE]
+        reserve = buy_reserve(price, leaves, qptl, params[P_RESERVE_BPS])
+    else:
+        asset = sym[s, S_BASE]
+        reserve = leaves * sym[s, S_BPL]
+    extra = reserve - o.reserve
+    if extra > bal[a, asset, BAL_AVAILABLE]:
+        return emit_reject(ev, ev_words, n, c, R_INSUFFICIENT_FUNDS)
+
+    keeps_priority = price == o.price and qty <= o.qty
+    if keeps_priority:
+        s_off = sym[s, S_LEVEL_OFFSET] + price - sym[s, S_MIN_PRICE]
+        levels[s_off].qty -= o.qty - qty
+    else:
+        book_unlink(orders, levels, bits, sym, slot)
+    o.price = price
+    o.qty = qty
+    o.client_order_id = c.client_order_id
+    o.reserve = reserve
+    bal[a, asset, BAL_AVAILABLE] -= extra
+    bal[a, asset, BAL_FROZEN] += extra
+    n = emit_order(ev, ev_words, n, EV_REPLACED, 0, c.seq, c.ts, orders, slot, reserve)
+    n = emit_balance(ev, ev_words, n, c.seq, c.ts, bal, a, asset, 0)
+    if keeps_priority:
+        return n
+    n, self_trade = match(ev, ev_words, n, c.seq, c.ts, orders, levels, bits, sym, accts, bal, index_keys,
+                          index_slots, params, slot, price)
+    if self_trade:
+        n = end_order(ev, ev_words, n, c.seq, c.ts, orders, sym, bal, slot, C_SELF_TRADE)
+        order_release(orders, accts, index_keys, index_slots, params, slot)
+    elif orders[slot].qty > orders[slot].filled:
+        book_link(orders, levels, bits, sym, slot)
+    else:
+        order_release(orders, accts, index_keys, index_slots, params, slot)
+    return n
+
+
+@njit(cache=True)
+def apply_cancel_all(c, ev, ev_words, n, orders, levels, bits, sym, accts, bal, supply, index_keys,
+                     index_slots, params):
+    a = c.account
+    if not _account_exists(accts, params, a):
+        return emit_reject(ev, ev_words, n, c, R_UNKNOWN_ACCOUNT)
+    s = c.symbol
+    if s != ALL_SYMBOLS and (s < 0 or s >= params[P_N_SYMBOLS]):
+        return emit_reject(ev, ev_words, n, c, R_UNKNOWN_SYMBOL)
+    count = 0
+    slot = accts[a, A_HEAD]
+    while slot >= 0:
+        nxt = orders[slot].acct_next
+        if s == ALL_SYMBOLS or orders[slot].symbol == s:
+            n = cancel_resting(ev, ev_words, n, c.seq, c.ts, orders, levels, bits, sym, accts, bal,
+                               index_keys, index_slots, params, slot, C_USER)
+            count += 1
+        slot = nxt
+    return emit_simple(ev, ev_words, n, c.seq, c.ts, EV_MASS_CANCELLED, a, s, count)
+
+
+@njit(cache=True)
+def apply_funds(c, ev, ev_words, n, accts, bal, supply, params):
+    """DEPOSIT and WITHDRAW."""
+    a = c.account
+    if not _account_exists(accts, params, a):
+        return emit_reject(ev, ev_words, n, c, R_UNKNOWN_ACCOUNT)
+    asset = c.asset
+    if asset < 0 or asset >= params[P_N_ASSETS]:
+        return emit_reject(ev, ev_words, n, c, R_UNKNOWN_ASSET)
+    amount = c.amount
+    if amount <= 0:
+        return emit_reject(ev, ev_words, n, c, R_INVALID_AMOUNT)
+    if c.kind == DEPOSIT:
+        if amount > INT64_MAX - supply[asset]:
+            return emit_reject(ev, ev_words, n, c, R_BALANCE_OVERFLOW)
+    else:
+        if amount > bal[a, asset, BAL_AVAILABLE]:
+            return emit_reject(ev, ev_words, n, c, R_INSUFFICIENT_FUNDS)
+        amount = -amount
+    bal[a, asset, BAL_AVAILABLE] += amount
+    supply[asset] += amount
+    return emit_balance(ev, ev_words, n, c.seq, c.ts, bal, a, asset, amount)
+
+
+@njit(cache=True)
+def apply_create_account(c, ev, ev_words, n, accts, params):
+    a = c.account
+    if a < 0 or a >= params[P_N_ACCOUNTS]:
+        return emit_reject(ev, ev_words, n, c, R_UNKNOWN_ACCOUNT)
+    if accts[a, A_ACTIVE] != 0:
+        return emit_reject(ev, ev_words, n, c, R_ACCOUNT_EXISTS)
+    accts[a, A_ACTIVE] = 1
+    return emit_simple(ev, ev_words, n, c.seq, c.ts, EV_ACCOUNT_CREATED, a, 0, 0)
+
+
+@njit(cache=True)
+def apply_command(c, ev, ev_words, n, orders, levels, bits, sym, accts, bal, supply, index_keys,
+                  index_slots, params):
+    """Apply one command; returns the new number of events in the buffer."""
+    kind = c.kind
+    if kind == CANCEL_REPLACE:
+        return apply_replace(c, ev, ev_words, n, orders, levels, bits, sym, accts, bal, supply, index_keys,
+                             index_slots, params)
+    if kind == NEW:
+        return apply_new(c, ev, ev_words, n, orders, levels, bits, sym, accts, bal, supply, index_keys,
+                         index_slots, params)
+    if kind == CANCEL:
+        return apply_cancel(c, ev, ev_words, n, orders, levels, bits, sym, accts, bal, supply, index_keys,
+                            index_slots, params)
+    if kind == CANCEL_ALL:
+        return apply_cancel_all(c, ev, ev_words, n, orders, levels, bits, sym, accts, bal, supply,
+                                index_keys, index_slots, params)
+    if kind == DEPOSIT or kind == WITHDRAW:
+        return apply_funds(c, ev, ev_words, n, accts, bal, supply, params)
+    if kind == CREATE_ACCOUNT:
+        return apply_create_account(c, ev, ev_words, n, accts, params)
+    return emit_reject(ev, ev_words, n, c, R_UNKNOWN_COMMAND)
+
+
+# --- event budget --------------------------------------------------------------------------------
+
+
+@njit(cache=True, inline="always")
+def _min(x, y):
+    return x if x < y else y
+
+
+@njit(cache=True)
+def event_bound(c, orders, sym, accts, params):
+    """The most events ``c`` can write: a cheap bound from order counts (docs/engine.md)."""
+    kind = c.kind
+    a = c.account
+    own = np.int64(0)
+    if 0 <= a < params[P_N_ACCOUNTS]:
+        own = np.int64(accts[a, A_OPEN])
+    if kind == CANCEL_ALL:
+        return EVENTS_PER_COMMAND + EVENTS_PER_SELF_TRADE_CANCEL * own
+    if kind == NEW or kind == CANCEL_REPLACE:
+        s = c.symbol
+        if kind == NEW and 0 <= s < params[P_N_SYMBOLS]:
+            opposite = sym[s, S_ASK_ORDERS] if c.side == BUY else sym[s, S_BID_ORDERS]
+        else:
+            opposite = params[P_OPEN_ORDERS]
+        fills = opposite
+        if c.amount == 0 and c.qty >= 0:
+            fills = _min(fills, c.qty)
+        return (EVENTS_PER_COMMAND + EVENTS_PER_FILL * fills
+                + EVENTS_PER_SELF_TRADE_CANCEL * _min(opposite, own))
+    return EVENTS_PER_COMMAND
+
+
+@njit(cache=True)
+def event_bound_tight(c, orders, levels, bits, sym, accts, index_keys, index_slots, params):
+    """A tighter bound for a NEW or CANCEL_REPLACE: only makers within its limit price count."""
+    kind = c.kind
+    a = c.account
+    if kind != NEW and kind != CANCEL_REPLACE:
+        return event_bound(c, orders, sym, accts, params)
+    if not (0 <= a < params[P_N_ACCOUNTS]):
+        return np.int64(EVENTS_PER_COMMAND)
+    own = np.int64(accts[a, A_OPEN])
+    if kind == NEW:
+        s = c.symbol
+        if s < 0 or s >= params[P_N_SYMBOLS] or (c.side != BUY and c.side != SELL):
+            return np.int64(EVENTS_PER_COMMAND)
+        buying = c.side == BUY
+        if c.order_type == LIMIT:
+            limit = c.price
+        else:
+            limit = sym[s, S_MAX_PRICE] if buying else sym[s, S_MIN_PRICE]
+    else:
+        slot = _find_own_order(orders, index_keys, index_slots, params, c.order_id, a)
+        if slot < 0:
+            return np.int64(EVENTS_PER_COMMAND)
+        s = orders[slot].symbol
+        buying = orders[slot].side == BUY
+        limit = c.price
+    lots = c.qty if (c.amount == 0 and c.qty > 0) else INT64_MAX
+    saturated = lots if lots > own else own
+    min_price = sym[s, S_MIN_PRICE]
+    level_offset = sym[s, S_LEVEL_OFFSET]
+    makers = np.int64(0)
+    price = sym[s, S_BEST_ASK] if buying else sym[s, S_BEST_BID]
+    while price != NO_PRICE and makers < saturated:
+        if (buying and price > limit) or (not buying and price < limit):
+            break
+        offset = price - min_price
+        makers += levels[level_offset + offset].count
+        if buying:
+            found = next_set(bits, sym[s, S_BITS0], sym[s, S_BITS1], sym[s, S_BITS2], sym[s, S_WORDS2],
+                             offset + 1)
+        else:
+            found = prev_set(bits, sym[s, S_BITS0], sym[s, S_BITS1], sym[s, S_BITS2], sym[s, S_WORDS2],
+                             offset - 1)
+        price = NO_PRICE if found < 0 else min_price + found
+    return (EVENTS_PER_COMMAND + EVENTS_PER_FILL * _min(makers, lots)
+            + EVENTS_PER_SELF_TRADE_CANCEL * _min(makers, own))
+
+
+@njit(cache=True)
+def apply_batch(commands, start, stop, ev, ev_words, orders, levels, bits, sym, accts, bal, supply,
+                index_keys, index_slots, params):
+    """Apply ``commands[start:stop]`` while the event buffer has room for each next command.
+
+    Returns (index of the first command not applied, events written, status): BATCH_DONE,
+    BATCH_SPLIT (call again after taking the events), or BATCH_GROW (the next command alone needs
+    ``params[P_NEED_EVENTS]`` events: grow the buffer and call again).
+    """
+    capacity = ev.shape[0]
+    n = np.int64(0)
+    i = start
+    while i < stop:
+        c = commands[i]
+        need = event_bound(c, orders, sym, accts, params)
+        if n + need > capacity:
+            need = event_bound_tight(c, orders, levels, bits, sym, accts, index_keys, index_slots, params)
+            if n + need > capacity:
+                if n > 0:
+                    return i, n, BATCH_SPLIT
+                params[P_NEED_EVENTS] = need
+                return i, n, BATCH_GROW
+        n = apply_command(c, ev, ev_words, n, orders, levels, bits, sym, accts, bal, supply, index_keys,
+                          index_slots, params)
+        i += 1
+    return i, n, BATCH_DONE

@@ -1,0 +1,204 @@
+"""The fast engine's state: record layouts, table columns and the arrays built once from the config.
+
+Everything the kernels touch lives in a handful of numpy arrays allocated here, sized by the
+configuration's capacities. Nothing is allocated per order afterwards. Arrays are zero-filled so the
+operating system maps their pages lazily: an engine configured for ten million orders costs memory only
+for the slots it has used.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+
+from common.config import BPS_DENOMINATOR, ExchangeConfig
+
+# An open order: one slot of the order table. The table has one extra slot, the scratch slot, that
+# holds an incoming IOC, FOK or market order while it matches (it never rests, so it needs no slot).
+ORDER_DTYPE = np.dtype(
+    [
+        ("order_id", "<i8"),
+        ("client_order_id", "<i8"),
+        ("price", "<i8"),  # ticks; 0 for a market order
+        ("qty", "<i8"),  # lots, total (filled included); 0 for a market buy by quote amount
+        ("filled", "<i8"),  # lots
+        ("reserve", "<i8"),  # what the order holds frozen (quote for buys, base for sells)
+        ("ts", "<i8"),  # when it was accepted
+        ("account", "<i4"),
+        ("symbol", "<i4"),
+        ("prev", "<i4"),  # FIFO links inside the price level; `next` also links the free list
+        ("next", "<i4"),
+        ("acct_prev", "<i4"),  # links in the account's list of open orders, oldest first
+        ("acct_next", "<i4"),
+        ("side", "u1"),
+        ("order_type", "u1"),
+        ("tif", "u1"),
+        ("by_quote", "u1"),  # 1 for a market buy by quote amount: `reserve` is its unspent amount
+    ],
+    align=True,
+)
+
+# A price level of a symbol's ladder. A level is empty when `count` is 0 (then head and tail are
+# meaningless), so a zero-filled ladder is a valid empty book.
+LEVEL_DTYPE = np.dtype([("qty", "<i8"), ("head", "<i4"), ("tail", "<i4"), ("count", "<i4"), ("spare", "<i4")])
+
+# Columns of the symbol table (int64, one row per symbol).
+S_BASE = 0
+S_QUOTE = 1
+S_MIN_PRICE = 2  # ticks
+S_MAX_PRICE = 3
+S_LEVEL_OFFSET = 4  # first level of this symbol in the shared level array
+S_BITS0 = 5  # offsets of the three bitmap layers in the shared bitmap array
+S_BITS1 = 6
+S_BITS2 = 7
+S_WORDS2 = 8  # words in the top bitmap layer
+S_MIN_QTY = 9  # lots
+S_MAX_QTY = 10
+S_MIN_NOTIONAL = 11  # quote units
+S_BPL = 12  # base units per lot
+S_QPTL = 13  # quote units per tick x lot
+S_BEST_BID = 14  # ticks, or NO_PRICE
+S_BEST_ASK = 15
+S_BID_ORDERS = 16  # orders resting on each side
+S_ASK_ORDERS = 17
+SYMBOL_COLUMNS = 18
+
+NO_PRICE = -1
+
+# Columns of the account table (int32, one row per account id).
+A_ACTIVE = 0  # 1 once created
+A_OPEN = 1  # open orders
+A_HEAD = 2  # oldest open order's slot, or -1
+A_TAIL = 3  # newest open order's slot, or -1
+ACCOUNT_COLUMNS = 4
+
+# Balance array: int64 [account, asset, BAL_*].
+BAL_AVAILABLE = 0
+BAL_FROZEN = 1
+
+# Parameters and counters (int64 vector).
+P_FEE_ACCOUNT = 0
+P_MAKER_BPS = 1
+P_TAKER_BPS = 2
+P_RESERVE_BPS = 3
+P_STP = 4
+P_MAX_ORDERS = 5  # also the scratch slot's index
+P_N_ASSETS = 6
+P_N_SYMBOLS = 7
+P_HASH_MASK = 8
+P_HASH_SHIFT = 9  # 64 - log2(index size)
+P_FREE_HEAD = 10  # first slot of the free list, or -1
+P_HIGH_WATER = 11  # slots below it have been used at least once
+P_OPEN_ORDERS = 12  # orders resting
+P_NEED_EVENTS = 13  # out: room a command needs that the whole buffer lacks
+P_N_ACCOUNTS = 14
+P_BPS_DENOMINATOR = 15
+PARAM_COUNT = 16
+
+MIN_INDEX_BITS = 4
+
+
+@dataclass
+class EngineArrays:
+    """Every array of the fast engine's state. The kernels get them as arguments, in this order."""
+
+    orders: np.ndarray  # ORDER_DTYPE [max_open_orders + 1]
+    levels: np.ndarray  # LEVEL_DTYPE [sum of symbol levels]
+    bits: np.ndarray  # uint64, three bitmap layers per symbol: which levels are non-empty
+    symbols: np.ndarray  # int64 [symbols, SYMBOL_COLUMNS]
+    accounts: np.ndarray  # int32 [max_accounts, ACCOUNT_COLUMNS]
+    balances: np.ndarray  # int64 [max_accounts, assets, 2]
+    supply: np.ndarray  # int64 [assets]: deposits - withdrawals
+    index_keys: np.ndarray  # int64 order id -> slot, open addressing; 0 = empty
+    index_slots: np.ndarray  # int32
+    params: np.ndarray  # int64 [PARAM_COUNT]
+
+    def kernel_args(self) -> tuple:
+        return (
+            self.orders,
+            self.levels,
+            self.bits,
+            self.symbols,
+            self.accounts,
+            self.balances,
+            self.supply,
+            self.index_keys,
+            self.index_slots,
+            self.params,
+        )
+
+
+def _words(bits: int) -> int:
+    return (bits + 63) // 64
+
+
+def allocate(config: ExchangeConfig) -> EngineArrays:
+    """Allocate the engine's arrays for ``config``, empty but for the fee account."""
+    n_assets = len(config.assets)
+    max_orders = config.capacity.max_open_orders
+    max_accounts = config.capacity.max_accounts
+
+    symbols = np.zeros((max(len(config.symbols), 1), SYMBOL_COLUMNS), dtype=np.int64)
+    level_total = 0
+    bit_total = 0
+    for s in config.symbols:
+        row = symbols[s.id]
+        words0 = _words(s.levels)
+        words1 = _words(words0)
+        words2 = _words(words1)
+        row[S_BASE] = s.base.id
+        row[S_QUOTE] = s.quote.id
+        row[S_MIN_PRICE] = s.min_price_ticks
+        row[S_MAX_PRICE] = s.max_price_ticks
+        row[S_LEVEL_OFFSET] = level_total
+        row[S_BITS0] = bit_total
+        row[S_BITS1] = bit_total + words0
+        row[S_BITS2] = bit_total + words0 + words1
+        row[S_WORDS2] = words2
+        row[S_MIN_QTY] = s.min_qty_lots
+        row[S_MAX_QTY] = s.max_qty_lots
+        row[S_MIN_NOTIONAL] = s.min_notional_units
+        row[S_BPL] = s.base_units_per_lot
+        row[S_QPTL] = s.quote_units_per_tick_lot
+        row[S_BEST_BID] = NO_PRICE
+        row[S_BEST_ASK] = NO_PRICE
+        level_total += s.levels
+        bit_total += words0 + words1 + words2
+
+    # The order-id index is kept at most half full so that probes stay short.
+    index_bits = max(MIN_INDEX_BITS, int(2 * max_orders - 1).bit_length())
+    index_size = 1 << index_bits
+
+    params = np.zeros(PARAM_COUNT, dtype=np.int64)
+    params[P_FEE_ACCOUNT] = config.fees.fee_account
+    params[P_MAKER_BPS] = config.fees.maker_bps
+    params[P_TAKER_BPS] = config.fees.taker_bps
+    params[P_RESERVE_BPS] = config.fees.reserve_bps
+    params[P_STP] = int(config.engine.self_trade_prevention)
+    params[P_MAX_ORDERS] = max_orders
+    params[P_N_ASSETS] = n_assets
+    params[P_N_SYMBOLS] = len(config.symbols)
+    params[P_N_ACCOUNTS] = max_accounts
+    params[P_HASH_MASK] = index_size - 1
+    params[P_HASH_SHIFT] = 64 - index_bits
+    params[P_FREE_HEAD] = -1
+    params[P_BPS_DENOMINATOR] = BPS_DENOMINATOR
+
+    accounts = np.zeros((max_accounts, ACCOUNT_COLUMNS), dtype=np.int32)
+    accounts[:, A_HEAD] = -1
+    accounts[:, A_TAIL] = -1
+    accounts[config.fees.fee_account, A_ACTIVE] = 1
+
+    return EngineArrays(
+        orders=np.zeros(max_orders + 1, dtype=ORDER_DTYPE),
+        levels=np.zeros(max(level_total, 1), dtype=LEVEL_DTYPE),
+        bits=np.zeros(max(bit_total, 1), dtype=np.uint64),
+        symbols=symbols,
+        accounts=accounts,
+        balances=np.zeros((max_accounts, n_assets, 2), dtype=np.int64),
+        supply=np.zeros(n_assets, dtype=np.int64),
+        index_keys=np.zeros(index_size, dtype=np.int64),
+        index_slots=np.zeros(index_size, dtype=np.int32),
+        params=params,
+    )
