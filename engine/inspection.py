@@ -8,7 +8,7 @@ the kernels' mistakes.
 from __future__ import annotations
 
 import numpy as np
-from numba import njit
+from engine.jit import kernel
 
 from common.config import ExchangeConfig
 from common.records import Side
@@ -43,7 +43,7 @@ from engine.layout import (
     S_MIN_PRICE,
     S_QPTL,
     S_QUOTE,
-    S_WORDS2,
+    S_LEVELS,
     EngineArrays,
 )
 
@@ -61,7 +61,7 @@ def _order_dict(orders: np.ndarray, slot: int) -> dict:
 def order(arrays: EngineArrays, order_id: int) -> dict | None:
     if order_id <= 0:
         return None
-    slot = index_find(arrays.index_keys, arrays.index_slots, arrays.params, order_id)
+    slot = index_find(arrays.index, arrays.params, order_id)
     return None if slot < 0 else _order_dict(arrays.orders, int(slot))
 
 
@@ -78,7 +78,7 @@ def _level_walk(arrays: EngineArrays, symbol: int, bids: bool):
     """Yield (price, level index) of one side of a book, best first."""
     row = arrays.symbols[symbol]
     min_price = int(row[S_MIN_PRICE])
-    bitmap = (arrays.bits, row[S_BITS0], row[S_BITS1], row[S_BITS2], row[S_WORDS2])
+    bitmap = (arrays.bits, row[S_BITS0], row[S_BITS1], row[S_BITS2], row[S_LEVELS])
     price = int(row[S_BEST_BID] if bids else row[S_BEST_ASK])
     while price != NO_PRICE:
         offset = price - min_price
@@ -101,7 +101,7 @@ def depth(arrays: EngineArrays, symbol: int, levels: int) -> tuple[list, list]:
     return sides[0], sides[1]
 
 
-@njit(cache=True)
+@kernel
 def _book_rows(orders, levels, bits, sym, params, out):
     """Every open order as a state-hash row, in book order (symbol; bids best first; asks best first)."""
     k = 0
@@ -129,13 +129,22 @@ def _book_rows(orders, levels, bits, sym, params, out):
                     k += 1
                     slot = o.next
                 if bids:
-                    found = prev_set(bits, sym[s, S_BITS0], sym[s, S_BITS1], sym[s, S_BITS2], sym[s, S_WORDS2],
+                    found = prev_set(bits, sym[s, S_BITS0], sym[s, S_BITS1], sym[s, S_BITS2], sym[s, S_LEVELS],
                                      offset - 1)
                 else:
-                    found = next_set(bits, sym[s, S_BITS0], sym[s, S_BITS1], sym[s, S_BITS2], sym[s, S_WORDS2],
+                    found = next_set(bits, sym[s, S_BITS0], sym[s, S_BITS1], sym[s, S_BITS2], sym[s, S_LEVELS],
                                      offset + 1)
                 price = NO_PRICE if found < 0 else min_price + found
     return k
+
+
+def open_order_rows(arrays: EngineArrays) -> np.ndarray:
+    """Every open order as a row of engine.digest.ORDER_ROW_FIELDS, in book order."""
+    rows = np.zeros((int(arrays.params[P_OPEN_ORDERS]), 10), dtype=np.int64)
+    written = _book_rows(arrays.orders, arrays.levels, arrays.bits, arrays.symbols, arrays.params, rows)
+    if written != len(rows):
+        raise InvariantViolation([f"the books hold {written} orders but {len(rows)} are counted open"])
+    return rows
 
 
 def canonical_state(arrays: EngineArrays) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
@@ -143,12 +152,7 @@ def canonical_state(arrays: EngineArrays) -> tuple[np.ndarray, np.ndarray, np.nd
     active = np.flatnonzero(arrays.accounts[:, A_ACTIVE])
     balances = arrays.balances[active].reshape(len(active), -1)
     account_rows = np.concatenate([active.astype(np.int64)[:, None], balances], axis=1)
-    open_count = int(arrays.params[P_OPEN_ORDERS])
-    order_rows = np.zeros((open_count, 10), dtype=np.int64)
-    written = _book_rows(arrays.orders, arrays.levels, arrays.bits, arrays.symbols, arrays.params, order_rows)
-    if written != open_count:
-        raise InvariantViolation([f"the books hold {written} orders but {open_count} are counted open"])
-    return arrays.supply.copy(), account_rows, order_rows
+    return arrays.supply.copy(), account_rows, open_order_rows(arrays)
 
 
 # --- validate ----------------------------------------------------------------------------------------
@@ -238,7 +242,7 @@ def _check_bitmap(arrays: EngineArrays, symbol_id: int, n_levels: int, non_empty
     base0, base1, base2 = int(row[S_BITS0]), int(row[S_BITS1]), int(row[S_BITS2])
     words0 = base1 - base0
     words1 = base2 - base1
-    words2 = int(row[S_WORDS2])
+    words2 = (words1 + 63) // 64
     layers = [arrays.bits[base0:base1], arrays.bits[base1:base2], arrays.bits[base2:base2 + words2]]
     expected = non_empty
     for depth_index, (layer, words) in enumerate(zip(layers, (words0, words1, words2))):
@@ -283,10 +287,11 @@ def _check_index_and_lists(arrays: EngineArrays, slots: list[int], problems: lis
         problems.append(f"{len(slots)} orders rest in the books, {open_count} counted open")
     for slot in slots:
         order_id = int(orders[slot]["order_id"])
-        if index_find(arrays.index_keys, arrays.index_slots, params, order_id) != slot:
+        if index_find(arrays.index, params, order_id) != slot:
             problems.append(f"order {order_id} is not found at its slot through the id index")
-    if int(np.count_nonzero(arrays.index_keys)) != open_count:
-        problems.append(f"the id index holds {np.count_nonzero(arrays.index_keys)} ids for {open_count} orders")
+    held = int(np.count_nonzero(arrays.index["key"]))
+    if held != open_count:
+        problems.append(f"the id index holds {held} ids for {open_count} orders")
 
     listed: set[int] = set()
     for account in np.flatnonzero((arrays.accounts[:, A_OPEN] != 0) | (arrays.accounts[:, A_HEAD] >= 0)).tolist():

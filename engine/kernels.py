@@ -4,18 +4,18 @@ This module implements docs/engine.md. It imports no I/O, reads no clock and all
 state is the arrays of ``engine.layout``, events go into a buffer the caller owns, and every function
 returns values or result codes instead of raising.
 
-Argument order is the same everywhere: ``orders, levels, bits, sym, accts, bal, supply, index_keys,
-index_slots, params`` (the fields of ``layout.EngineArrays``), abbreviated ``state`` in comments.
+Argument order is the same everywhere: ``orders, levels, bits, sym, accts, bal, supply, index, params`` (the fields of ``layout.EngineArrays``), abbreviated ``state`` in comments.
 """
 
 from __future__ import annotations
 
 import numpy as np
-from numba import njit
+from engine.jit import kernel
 
 from common.config import SelfTradePrevention
 from common.records import (
     ALL_SYMBOLS,
+    EVENT_DTYPE,
     CancelReason,
     CommandKind,
     EventKind,
@@ -65,7 +65,7 @@ from engine.layout import (
     S_MIN_QTY,
     S_QPTL,
     S_QUOTE,
-    S_WORDS2,
+    S_LEVELS,
 )
 
 # Codes as plain ints, so Numba folds them into constants.
@@ -126,13 +126,14 @@ STP_CANCEL_MAKER = int(SelfTradePrevention.CANCEL_MAKER)
 STP_CANCEL_BOTH = int(SelfTradePrevention.CANCEL_BOTH)
 
 INT64_MAX = np.iinfo(np.int64).max
+EVENT_WORDS = EVENT_DTYPE.itemsize // 8
 BPS = 10_000
 _GOLDEN = np.uint64(0x9E3779B97F4A7C15)  # Fibonacci hashing: spreads consecutive order ids
 
 # Events a command may write, beyond its fills: order event + balance, and an ending cancel + balance.
-EVENTS_PER_COMMAND = 8
+EVENTS_PER_COMMAND = 4
 EVENTS_PER_FILL = 6  # TRADE + 5 BALANCE
-EVENTS_PER_SELF_TRADE_CANCEL = 2  # CANCELLED + BALANCE
+EVENTS_PER_CANCEL = 1  # CANCELLED (it carries the released balance)
 
 # Return codes of apply_batch's status.
 BATCH_DONE = 0  # every command was applied
@@ -143,19 +144,19 @@ BATCH_GROW = 2  # the next command alone needs more than the buffer: grow it to 
 # --- arithmetic -------------------------------------------------------------------------------------
 
 
-@njit(cache=True, inline="always")
+@kernel(inline=True)
 def fee(notional, bps):
     """floor(notional * bps / 10000) without overflowing int64."""
     return (notional // BPS) * bps + (notional % BPS) * bps // BPS
 
 
-@njit(cache=True, inline="always")
+@kernel(inline=True)
 def buy_reserve(price, lots, qptl, reserve_bps):
     notional = price * lots * qptl
     return notional + fee(notional, reserve_bps)
 
 
-@njit(cache=True)
+@kernel
 def affordable_lots(budget, price, qptl, taker_bps):
     """The most lots whose notional plus taker fee at ``price`` fit in ``budget``."""
     unit = price * qptl
@@ -178,76 +179,78 @@ def affordable_lots(budget, price, qptl, taker_bps):
 # --- the order-id index (open addressing, linear probing, backward-shift deletion) ------------------
 
 
-@njit(cache=True, inline="always")
+@kernel(inline=True)
 def _home(key, shift):
     return np.int64((np.uint64(key) * _GOLDEN) >> np.uint64(shift))
 
 
-@njit(cache=True)
-def index_find(index_keys, index_slots, params, key):
+@kernel(inline=True)
+def index_find(index, params, key):
     mask = params[P_HASH_MASK]
     i = _home(key, params[P_HASH_SHIFT])
     while True:
-        k = index_keys[i]
+        k = index[i].key
         if k == key:
-            return np.int64(index_slots[i])
+            return index[i].slot
         if k == 0:
             return np.int64(-1)
         i = (i + 1) & mask
 
 
-@njit(cache=True)
-def index_insert(index_keys, index_slots, params, key, slot):
+@kernel(inline=True)
+def index_insert(index, params, key, slot):
     mask = params[P_HASH_MASK]
     i = _home(key, params[P_HASH_SHIFT])
-    while index_keys[i] != 0:
+    while index[i].key != 0:
         i = (i + 1) & mask
-    index_keys[i] = key
-    index_slots[i] = slot
+    index[i].key = key
+    index[i].slot = slot
 
 
-@njit(cache=True)
-def index_delete(index_keys, index_slots, params, key):
+@kernel(inline=True)
+def index_delete(index, params, key):
     mask = params[P_HASH_MASK]
     shift = params[P_HASH_SHIFT]
     i = _home(key, shift)
-    while index_keys[i] != key:
+    while index[i].key != key:
         i = (i + 1) & mask
     # Backward shift: pull later entries of the probe run into the hole unless their home lies
     # cyclically in (hole, entry], which would put them before their home.
     j = i
     while True:
         j = (j + 1) & mask
-        k = index_keys[j]
+        k = index[j].key
         if k == 0:
             break
         home = _home(k, shift)
         if (j > i and (home <= i or home > j)) or (j < i and home <= i and home > j):
-            index_keys[i] = k
-            index_slots[i] = index_slots[j]
+            index[i].key = k
+            index[i].slot = index[j].slot
             i = j
-    index_keys[i] = 0
+    index[i].key = 0
+    index[i].slot = 0
 
 
 # --- events ---------------------------------------------------------------------------------------
 
 
-@njit(cache=True, inline="always")
+@kernel(inline=True)
 def _clear_event(ev_words, n):
-    for k in range(ev_words.shape[1]):
+    for k in range(EVENT_WORDS):  # a constant, so the compiler emits a few vector stores
         ev_words[n, k] = 0
 
 
-@njit(cache=True, inline="always")
+@kernel(inline=True)
 def _leaves(orders, slot):
     if orders[slot].by_quote:
         return np.int64(0)
     return orders[slot].qty - orders[slot].filled
 
 
-@njit(cache=True)
-def emit_order(ev, ev_words, n, kind, reason, seq, ts, orders, slot, amount):
-    """An event about one order (ACCEPTED, CANCELLED, REPLACED) with its current fields."""
+@kernel(inline=True)
+def emit_order(ev, ev_words, n, kind, reason, seq, ts, orders, sym, bal, slot, amount):
+    """An event about one order (ACCEPTED, CANCELLED, REPLACED) with its current fields, and the
+    account's balance of the order's reserve asset after whatever the event froze or released."""
     _clear_event(ev_words, n)
     e = ev[n]
     o = orders[slot]
@@ -267,10 +270,14 @@ def emit_order(ev, ev_words, n, kind, reason, seq, ts, orders, slot, amount):
     e.leaves = _leaves(orders, slot)
     e.filled = o.filled
     e.amount = amount
+    asset = _reserve_asset(sym, orders, slot)
+    e.asset = asset
+    e.available = bal[o.account, asset, BAL_AVAILABLE]
+    e.frozen = bal[o.account, asset, BAL_FROZEN]
     return n + 1
 
 
-@njit(cache=True)
+@kernel(inline=True)
 def emit_balance(ev, ev_words, n, seq, ts, bal, account, asset, amount):
     _clear_event(ev_words, n)
     e = ev[n]
@@ -285,7 +292,7 @@ def emit_balance(ev, ev_words, n, seq, ts, bal, account, asset, amount):
     return n + 1
 
 
-@njit(cache=True)
+@kernel(inline=True)
 def emit_reject(ev, ev_words, n, c, reason):
     """REJECTED: the command's own fields echoed with the reason."""
     _clear_event(ev_words, n)
@@ -308,7 +315,7 @@ def emit_reject(ev, ev_words, n, c, reason):
     return n + 1
 
 
-@njit(cache=True)
+@kernel(inline=True)
 def emit_simple(ev, ev_words, n, seq, ts, kind, account, symbol, qty):
     """ACCOUNT_CREATED and MASS_CANCELLED."""
     _clear_event(ev_words, n)
@@ -325,14 +332,14 @@ def emit_simple(ev, ev_words, n, seq, ts, kind, account, symbol, qty):
 # --- order slots, books and account lists --------------------------------------------------------
 
 
-@njit(cache=True, inline="always")
+@kernel(inline=True)
 def _reserve_asset(sym, orders, slot):
     if orders[slot].side == BUY:
         return sym[orders[slot].symbol, S_QUOTE]
     return sym[orders[slot].symbol, S_BASE]
 
 
-@njit(cache=True)
+@kernel(inline=True)
 def slot_alloc(orders, params):
     head = params[P_FREE_HEAD]
     if head >= 0:
@@ -343,13 +350,13 @@ def slot_alloc(orders, params):
     return slot
 
 
-@njit(cache=True)
+@kernel(inline=True)
 def slot_free(orders, params, slot):
     orders[slot].next = params[P_FREE_HEAD]
     params[P_FREE_HEAD] = slot
 
 
-@njit(cache=True)
+@kernel(inline=True)
 def book_link(orders, levels, bits, sym, slot):
     """Put an order at the tail of its price level (and update the best price)."""
     s = orders[slot].symbol
@@ -380,7 +387,7 @@ def book_link(orders, levels, bits, sym, slot):
             sym[s, S_BEST_ASK] = price
 
 
-@njit(cache=True)
+@kernel(inline=True)
 def book_unlink(orders, levels, bits, sym, slot):
     """Take an order out of its price level (and update the best price if the level empties)."""
     s = orders[slot].symbol
@@ -412,17 +419,17 @@ def book_unlink(orders, levels, bits, sym, slot):
         base2 = sym[s, S_BITS2]
         bit_clear(bits, base0, base1, base2, offset)
         if bid and sym[s, S_BEST_BID] == price:
-            found = prev_set(bits, base0, base1, base2, sym[s, S_WORDS2], offset - 1)
+            found = prev_set(bits, base0, base1, base2, sym[s, S_LEVELS], offset - 1)
             sym[s, S_BEST_BID] = NO_PRICE if found < 0 else min_price + found
         elif not bid and sym[s, S_BEST_ASK] == price:
-            found = next_set(bits, base0, base1, base2, sym[s, S_WORDS2], offset + 1)
+            found = next_set(bits, base0, base1, base2, sym[s, S_LEVELS], offset + 1)
             sym[s, S_BEST_ASK] = NO_PRICE if found < 0 else min_price + found
 
 
-@njit(cache=True)
-def order_register(orders, accts, index_keys, index_slots, params, slot):
+@kernel(inline=True)
+def order_register(orders, accts, index, params, slot):
     """Make a resting order known: the id index, the account's order list, the open count."""
-    index_insert(index_keys, index_slots, params, orders[slot].order_id, slot)
+    index_insert(index, params, orders[slot].order_id, slot)
     a = orders[slot].account
     tail = accts[a, A_TAIL]
     orders[slot].acct_prev = tail
@@ -436,10 +443,10 @@ def order_register(orders, accts, index_keys, index_slots, params, slot):
     params[P_OPEN_ORDERS] += 1
 
 
-@njit(cache=True)
-def order_release(orders, accts, index_keys, index_slots, params, slot):
+@kernel(inline=True)
+def order_release(orders, accts, index, params, slot):
     """Forget an order that left the book, and free its slot."""
-    index_delete(index_keys, index_slots, params, orders[slot].order_id)
+    index_delete(index, params, orders[slot].order_id)
     a = orders[slot].account
     prev = orders[slot].acct_prev
     nxt = orders[slot].acct_next
@@ -456,33 +463,32 @@ def order_release(orders, accts, index_keys, index_slots, params, slot):
     slot_free(orders, params, slot)
 
 
-@njit(cache=True)
+@kernel(inline=True)
 def end_order(ev, ev_words, n, seq, ts, orders, sym, bal, slot, reason):
-    """CANCELLED with what the order had left, its reserve released, BALANCE."""
+    """CANCELLED with what the order had left, its reserve released."""
     a = orders[slot].account
     asset = _reserve_asset(sym, orders, slot)
     amount = orders[slot].reserve
     bal[a, asset, BAL_AVAILABLE] += amount
     bal[a, asset, BAL_FROZEN] -= amount
     orders[slot].reserve = 0
-    n = emit_order(ev, ev_words, n, EV_CANCELLED, reason, seq, ts, orders, slot, amount)
-    return emit_balance(ev, ev_words, n, seq, ts, bal, a, asset, 0)
+    return emit_order(ev, ev_words, n, EV_CANCELLED, reason, seq, ts, orders, sym, bal, slot, amount)
 
 
-@njit(cache=True)
-def cancel_resting(ev, ev_words, n, seq, ts, orders, levels, bits, sym, accts, bal, index_keys, index_slots,
+@kernel(inline=True)
+def cancel_resting(ev, ev_words, n, seq, ts, orders, levels, bits, sym, accts, bal, index,
                    params, slot, reason):
     """Take a resting order off the book, release its reserve, report it, free its slot."""
     book_unlink(orders, levels, bits, sym, slot)
     n = end_order(ev, ev_words, n, seq, ts, orders, sym, bal, slot, reason)
-    order_release(orders, accts, index_keys, index_slots, params, slot)
+    order_release(orders, accts, index, params, slot)
     return n
 
 
 # --- matching ------------------------------------------------------------------------------------
 
 
-@njit(cache=True)
+@kernel(inline=True)
 def fill(ev, ev_words, n, seq, ts, orders, levels, sym, bal, params, taker, maker, lvl, price, lots,
          taker_limit):
     """Clear one fill of ``lots`` at the maker's ``price``; write TRADE and the five BALANCE events."""
@@ -573,8 +579,18 @@ def fill(ev, ev_words, n, seq, ts, orders, levels, sym, bal, params, taker, make
     return emit_balance(ev, ev_words, n, seq, ts, bal, fee_account, quote, 0)
 
 
-@njit(cache=True)
-def match(ev, ev_words, n, seq, ts, orders, levels, bits, sym, accts, bal, index_keys, index_slots,
+@kernel(inline=True)
+def can_trade(sym, s, buying, limit):
+    """Is there an opposite order at or within ``limit``? (Spares the call to ``match`` when not.)"""
+    if buying:
+        best = sym[s, S_BEST_ASK]
+        return best != NO_PRICE and best <= limit
+    best = sym[s, S_BEST_BID]
+    return best != NO_PRICE and best >= limit
+
+
+@kernel
+def match(ev, ev_words, n, seq, ts, orders, levels, bits, sym, accts, bal, index,
           params, taker, limit):
     """Match ``taker`` against the opposite side up to ``limit`` (ticks).
 
@@ -619,14 +635,14 @@ def match(ev, ev_words, n, seq, ts, orders, levels, bits, sym, accts, bal, index
                 if stp == STP_CANCEL_MAKER:
                     last = levels[lvl].count == 1
                     n = cancel_resting(ev, ev_words, n, seq, ts, orders, levels, bits, sym, accts, bal,
-                                       index_keys, index_slots, params, maker, C_SELF_TRADE)
+                                       index, params, maker, C_SELF_TRADE)
                     if last:
                         break
                     maker = next_maker
                     continue
                 if stp == STP_CANCEL_BOTH:
                     n = cancel_resting(ev, ev_words, n, seq, ts, orders, levels, bits, sym, accts, bal,
-                                       index_keys, index_slots, params, maker, C_SELF_TRADE)
+                                       index, params, maker, C_SELF_TRADE)
                 return n, True
             n = fill(ev, ev_words, n, seq, ts, orders, levels, sym, bal, params, taker, maker, lvl, price,
                      lots, limit)
@@ -636,7 +652,7 @@ def match(ev, ev_words, n, seq, ts, orders, levels, bits, sym, accts, bal, index
                 continue  # by quote amount: see whether what is left buys more of this maker
             last = levels[lvl].count == 1
             book_unlink(orders, levels, bits, sym, maker)
-            order_release(orders, accts, index_keys, index_slots, params, maker)
+            order_release(orders, accts, index, params, maker)
             if not by_quote and orders[taker].qty == orders[taker].filled:
                 return n, False
             if last:
@@ -644,7 +660,7 @@ def match(ev, ev_words, n, seq, ts, orders, levels, bits, sym, accts, bal, index
             maker = next_maker
 
 
-@njit(cache=True)
+@kernel
 def fok_fillable(orders, levels, bits, sym, params, s, buying, account, limit, lots):
     """Would a FOK order for ``lots`` fill completely now? (A dry run of ``match``.)"""
     stp = params[P_STP]
@@ -653,7 +669,7 @@ def fok_fillable(orders, levels, bits, sym, params, s, buying, account, limit, l
     base0 = sym[s, S_BITS0]
     base1 = sym[s, S_BITS1]
     base2 = sym[s, S_BITS2]
-    words2 = sym[s, S_WORDS2]
+    n_levels = sym[s, S_LEVELS]
     price = sym[s, S_BEST_ASK] if buying else sym[s, S_BEST_BID]
     while price != NO_PRICE:
         if (buying and price > limit) or (not buying and price < limit):
@@ -670,14 +686,14 @@ def fok_fillable(orders, levels, bits, sym, params, s, buying, account, limit, l
             maker = orders[maker].next
         offset = price - min_price
         if buying:
-            found = next_set(bits, base0, base1, base2, words2, offset + 1)
+            found = next_set(bits, base0, base1, base2, n_levels, offset + 1)
         else:
-            found = prev_set(bits, base0, base1, base2, words2, offset - 1)
+            found = prev_set(bits, base0, base1, base2, n_levels, offset - 1)
         price = NO_PRICE if found < 0 else min_price + found
     return False
 
 
-@njit(cache=True)
+@kernel
 def worst_ask_for(levels, bits, sym, s, lots):
     """The price of the ask level where the cumulative ask quantity first reaches ``lots`` (the last
     ask level if the asks hold less; 0 with no asks)."""
@@ -691,7 +707,7 @@ def worst_ask_for(levels, bits, sym, s, lots):
         lots -= levels[level_offset + offset].qty
         if lots <= 0:
             return min_price + offset
-        found = next_set(bits, sym[s, S_BITS0], sym[s, S_BITS1], sym[s, S_BITS2], sym[s, S_WORDS2], offset + 1)
+        found = next_set(bits, sym[s, S_BITS0], sym[s, S_BITS1], sym[s, S_BITS2], sym[s, S_LEVELS], offset + 1)
         if found < 0:
             return min_price + offset
         offset = found
@@ -700,13 +716,13 @@ def worst_ask_for(levels, bits, sym, s, lots):
 # --- commands ------------------------------------------------------------------------------------
 
 
-@njit(cache=True, inline="always")
+@kernel(inline=True)
 def _account_exists(accts, params, a):
     return 0 <= a < params[P_N_ACCOUNTS] and accts[a, A_ACTIVE] != 0
 
 
-@njit(cache=True)
-def apply_new(c, ev, ev_words, n, orders, levels, bits, sym, accts, bal, supply, index_keys, index_slots,
+@kernel(inline=True)
+def apply_new(c, ev, ev_words, n, orders, levels, bits, sym, accts, bal, supply, index,
               params):
     a = c.account
     s = c.symbol
@@ -746,7 +762,7 @@ def apply_new(c, ev, ev_words, n, orders, levels, bits, sym, accts, bal, supply,
     elif by_quote and c.amount < sym[s, S_MIN_NOTIONAL]:
         return emit_reject(ev, ev_words, n, c, R_BELOW_MIN_NOTIONAL)
     seq = c.seq
-    if seq <= 0 or index_find(index_keys, index_slots, params, seq) >= 0:
+    if seq <= 0 or index_find(index, params, seq) >= 0:
         return emit_reject(ev, ev_words, n, c, R_INVALID_ORDER_ID)
     may_rest = tif == GTC or tif == POST_ONLY
     if may_rest and params[P_OPEN_ORDERS] >= params[P_MAX_ORDERS]:
@@ -795,16 +811,16 @@ def apply_new(c, ev, ev_words, n, orders, levels, bits, sym, accts, bal, supply,
     o.by_quote = 1 if by_quote else 0
 
     if tif == FOK and not fok_fillable(orders, levels, bits, sym, params, s, buying, a, limit, qty):
-        return emit_order(ev, ev_words, n, EV_CANCELLED, C_FOK, seq, c.ts, orders, slot, 0)
+        return emit_order(ev, ev_words, n, EV_CANCELLED, C_FOK, seq, c.ts, orders, sym, bal, slot, 0)
 
     o.reserve = reserve
     bal[a, asset, BAL_AVAILABLE] -= reserve
     bal[a, asset, BAL_FROZEN] += reserve
-    n = emit_order(ev, ev_words, n, EV_ACCEPTED, 0, seq, c.ts, orders, slot, reserve)
-    n = emit_balance(ev, ev_words, n, seq, c.ts, bal, a, asset, 0)
+    n = emit_order(ev, ev_words, n, EV_ACCEPTED, 0, seq, c.ts, orders, sym, bal, slot, reserve)
 
-    n, self_trade = match(ev, ev_words, n, seq, c.ts, orders, levels, bits, sym, accts, bal, index_keys,
-                          index_slots, params, slot, limit)
+    self_trade = False
+    if can_trade(sym, s, buying, limit):
+        n, self_trade = match(ev, ev_words, n, seq, c.ts, orders, levels, bits, sym, accts, bal, index, params, slot, limit)
     if self_trade:
         n = end_order(ev, ev_words, n, seq, c.ts, orders, sym, bal, slot, C_SELF_TRADE)
     elif by_quote:
@@ -813,7 +829,7 @@ def apply_new(c, ev, ev_words, n, orders, levels, bits, sym, accts, bal, supply,
     elif orders[slot].qty > orders[slot].filled:
         if may_rest:
             book_link(orders, levels, bits, sym, slot)
-            order_register(orders, accts, index_keys, index_slots, params, slot)
+            order_register(orders, accts, index, params, slot)
             return n
         reason = C_IOC_REMAINDER if otype == LIMIT else C_MARKET_REMAINDER
         n = end_order(ev, ev_words, n, seq, c.ts, orders, sym, bal, slot, reason)
@@ -822,35 +838,33 @@ def apply_new(c, ev, ev_words, n, orders, levels, bits, sym, accts, bal, supply,
     return n
 
 
-@njit(cache=True)
-def _find_own_order(orders, index_keys, index_slots, params, order_id, account):
+@kernel(inline=True)
+def _find_own_order(orders, index, params, order_id, account):
     if order_id <= 0:
         return np.int64(-1)
-    slot = index_find(index_keys, index_slots, params, order_id)
+    slot = index_find(index, params, order_id)
     if slot >= 0 and orders[slot].account != account:
         return np.int64(-1)
     return slot
 
 
-@njit(cache=True)
-def apply_cancel(c, ev, ev_words, n, orders, levels, bits, sym, accts, bal, supply, index_keys, index_slots,
+@kernel(inline=True)
+def apply_cancel(c, ev, ev_words, n, orders, levels, bits, sym, accts, bal, supply, index,
                  params):
     if not _account_exists(accts, params, c.account):
         return emit_reject(ev, ev_words, n, c, R_UNKNOWN_ACCOUNT)
-    slot = _find_own_order(orders, index_keys, index_slots, params, c.order_id, c.account)
+    slot = _find_own_order(orders, index, params, c.order_id, c.account)
     if slot < 0:
         return emit_reject(ev, ev_words, n, c, R_UNKNOWN_ORDER)
-    return cancel_resting(ev, ev_words, n, c.seq, c.ts, orders, levels, bits, sym, accts, bal, index_keys,
-                          index_slots, params, slot, C_USER)
+    return cancel_resting(ev, ev_words, n, c.seq, c.ts, orders, levels, bits, sym, accts, bal, index, params, slot, C_USER)
 
 
-@njit(cache=True)
-def apply_replace(c, ev, ev_words, n, orders, levels, bits, sym, accts, bal, supply, index_keys,
-                  index_slots, params):
+@kernel(inline=True)
+def apply_replace(c, ev, ev_words, n, orders, levels, bits, sym, accts, bal, supply, index, params):
     a = c.account
     if not _account_exists(accts, params, a):
         return emit_reject(ev, ev_words, n, c, R_UNKNOWN_ACCOUNT)
-    slot = _find_own_order(orders, index_keys, index_slots, params, c.order_id, a)
+    slot = _find_own_order(orders, index, params, c.order_id, a)
     if slot < 0:
         return emit_reject(ev, ev_words, n, c, R_UNKNOWN_ORDER)
     o = orders[slot]
@@ -897,25 +911,24 @@ def apply_replace(c, ev, ev_words, n, orders, levels, bits, sym, accts, bal, sup
     o.reserve = reserve
     bal[a, asset, BAL_AVAILABLE] -= extra
     bal[a, asset, BAL_FROZEN] += extra
-    n = emit_order(ev, ev_words, n, EV_REPLACED, 0, c.seq, c.ts, orders, slot, reserve)
-    n = emit_balance(ev, ev_words, n, c.seq, c.ts, bal, a, asset, 0)
+    n = emit_order(ev, ev_words, n, EV_REPLACED, 0, c.seq, c.ts, orders, sym, bal, slot, reserve)
     if keeps_priority:
         return n
-    n, self_trade = match(ev, ev_words, n, c.seq, c.ts, orders, levels, bits, sym, accts, bal, index_keys,
-                          index_slots, params, slot, price)
+    self_trade = False
+    if can_trade(sym, s, buying, price):
+        n, self_trade = match(ev, ev_words, n, c.seq, c.ts, orders, levels, bits, sym, accts, bal, index, params, slot, price)
     if self_trade:
         n = end_order(ev, ev_words, n, c.seq, c.ts, orders, sym, bal, slot, C_SELF_TRADE)
-        order_release(orders, accts, index_keys, index_slots, params, slot)
+        order_release(orders, accts, index, params, slot)
     elif orders[slot].qty > orders[slot].filled:
         book_link(orders, levels, bits, sym, slot)
     else:
-        order_release(orders, accts, index_keys, index_slots, params, slot)
+        order_release(orders, accts, index, params, slot)
     return n
 
 
-@njit(cache=True)
-def apply_cancel_all(c, ev, ev_words, n, orders, levels, bits, sym, accts, bal, supply, index_keys,
-                     index_slots, params):
+@kernel(inline=True)
+def apply_cancel_all(c, ev, ev_words, n, orders, levels, bits, sym, accts, bal, supply, index, params):
     a = c.account
     if not _account_exists(accts, params, a):
         return emit_reject(ev, ev_words, n, c, R_UNKNOWN_ACCOUNT)
@@ -928,13 +941,13 @@ def apply_cancel_all(c, ev, ev_words, n, orders, levels, bits, sym, accts, bal, 
         nxt = orders[slot].acct_next
         if s == ALL_SYMBOLS or orders[slot].symbol == s:
             n = cancel_resting(ev, ev_words, n, c.seq, c.ts, orders, levels, bits, sym, accts, bal,
-                               index_keys, index_slots, params, slot, C_USER)
+                               index, params, slot, C_USER)
             count += 1
         slot = nxt
     return emit_simple(ev, ev_words, n, c.seq, c.ts, EV_MASS_CANCELLED, a, s, count)
 
 
-@njit(cache=True)
+@kernel(inline=True)
 def apply_funds(c, ev, ev_words, n, accts, bal, supply, params):
     """DEPOSIT and WITHDRAW."""
     a = c.account
@@ -958,7 +971,7 @@ def apply_funds(c, ev, ev_words, n, accts, bal, supply, params):
     return emit_balance(ev, ev_words, n, c.seq, c.ts, bal, a, asset, amount)
 
 
-@njit(cache=True)
+@kernel(inline=True)
 def apply_create_account(c, ev, ev_words, n, accts, params):
     a = c.account
     if a < 0 or a >= params[P_N_ACCOUNTS]:
@@ -969,23 +982,19 @@ def apply_create_account(c, ev, ev_words, n, accts, params):
     return emit_simple(ev, ev_words, n, c.seq, c.ts, EV_ACCOUNT_CREATED, a, 0, 0)
 
 
-@njit(cache=True)
-def apply_command(c, ev, ev_words, n, orders, levels, bits, sym, accts, bal, supply, index_keys,
-                  index_slots, params):
+@kernel(inline=True)
+def apply_command(c, ev, ev_words, n, orders, levels, bits, sym, accts, bal, supply, index, params):
     """Apply one command; returns the new number of events in the buffer."""
     kind = c.kind
     if kind == CANCEL_REPLACE:
-        return apply_replace(c, ev, ev_words, n, orders, levels, bits, sym, accts, bal, supply, index_keys,
-                             index_slots, params)
+        return apply_replace(c, ev, ev_words, n, orders, levels, bits, sym, accts, bal, supply, index, params)
     if kind == NEW:
-        return apply_new(c, ev, ev_words, n, orders, levels, bits, sym, accts, bal, supply, index_keys,
-                         index_slots, params)
+        return apply_new(c, ev, ev_words, n, orders, levels, bits, sym, accts, bal, supply, index, params)
     if kind == CANCEL:
-        return apply_cancel(c, ev, ev_words, n, orders, levels, bits, sym, accts, bal, supply, index_keys,
-                            index_slots, params)
+        return apply_cancel(c, ev, ev_words, n, orders, levels, bits, sym, accts, bal, supply, index, params)
     if kind == CANCEL_ALL:
         return apply_cancel_all(c, ev, ev_words, n, orders, levels, bits, sym, accts, bal, supply,
-                                index_keys, index_slots, params)
+                                index, params)
     if kind == DEPOSIT or kind == WITHDRAW:
         return apply_funds(c, ev, ev_words, n, accts, bal, supply, params)
     if kind == CREATE_ACCOUNT:
@@ -996,12 +1005,12 @@ def apply_command(c, ev, ev_words, n, orders, levels, bits, sym, accts, bal, sup
 # --- event budget --------------------------------------------------------------------------------
 
 
-@njit(cache=True, inline="always")
+@kernel(inline=True)
 def _min(x, y):
     return x if x < y else y
 
 
-@njit(cache=True)
+@kernel(inline=True)
 def event_bound(c, orders, sym, accts, params):
     """The most events ``c`` can write: a cheap bound from order counts (docs/engine.md)."""
     kind = c.kind
@@ -1010,7 +1019,7 @@ def event_bound(c, orders, sym, accts, params):
     if 0 <= a < params[P_N_ACCOUNTS]:
         own = np.int64(accts[a, A_OPEN])
     if kind == CANCEL_ALL:
-        return EVENTS_PER_COMMAND + EVENTS_PER_SELF_TRADE_CANCEL * own
+        return EVENTS_PER_COMMAND + EVENTS_PER_CANCEL * own
     if kind == NEW or kind == CANCEL_REPLACE:
         s = c.symbol
         if kind == NEW and 0 <= s < params[P_N_SYMBOLS]:
@@ -1020,13 +1029,17 @@ def event_bound(c, orders, sym, accts, params):
         fills = opposite
         if c.amount == 0 and c.qty >= 0:
             fills = _min(fills, c.qty)
+        else:
+            # By quote amount, fees rounded per fill can leave enough to buy one more lot of the
+            # last maker: one fill more than there are makers.
+            fills += 1
         return (EVENTS_PER_COMMAND + EVENTS_PER_FILL * fills
-                + EVENTS_PER_SELF_TRADE_CANCEL * _min(opposite, own))
+                + EVENTS_PER_CANCEL * _min(opposite, own))
     return EVENTS_PER_COMMAND
 
 
-@njit(cache=True)
-def event_bound_tight(c, orders, levels, bits, sym, accts, index_keys, index_slots, params):
+@kernel
+def event_bound_tight(c, orders, levels, bits, sym, accts, index, params):
     """A tighter bound for a NEW or CANCEL_REPLACE: only makers within its limit price count."""
     kind = c.kind
     a = c.account
@@ -1045,7 +1058,7 @@ def event_bound_tight(c, orders, levels, bits, sym, accts, index_keys, index_slo
         else:
             limit = sym[s, S_MAX_PRICE] if buying else sym[s, S_MIN_PRICE]
     else:
-        slot = _find_own_order(orders, index_keys, index_slots, params, c.order_id, a)
+        slot = _find_own_order(orders, index, params, c.order_id, a)
         if slot < 0:
             return np.int64(EVENTS_PER_COMMAND)
         s = orders[slot].symbol
@@ -1063,19 +1076,19 @@ def event_bound_tight(c, orders, levels, bits, sym, accts, index_keys, index_slo
         offset = price - min_price
         makers += levels[level_offset + offset].count
         if buying:
-            found = next_set(bits, sym[s, S_BITS0], sym[s, S_BITS1], sym[s, S_BITS2], sym[s, S_WORDS2],
+            found = next_set(bits, sym[s, S_BITS0], sym[s, S_BITS1], sym[s, S_BITS2], sym[s, S_LEVELS],
                              offset + 1)
         else:
-            found = prev_set(bits, sym[s, S_BITS0], sym[s, S_BITS1], sym[s, S_BITS2], sym[s, S_WORDS2],
+            found = prev_set(bits, sym[s, S_BITS0], sym[s, S_BITS1], sym[s, S_BITS2], sym[s, S_LEVELS],
                              offset - 1)
         price = NO_PRICE if found < 0 else min_price + found
-    return (EVENTS_PER_COMMAND + EVENTS_PER_FILL * _min(makers, lots)
-            + EVENTS_PER_SELF_TRADE_CANCEL * _min(makers, own))
+    fills = _min(makers, lots) if lots != INT64_MAX else makers + 1  # see event_bound
+    return EVENTS_PER_COMMAND + EVENTS_PER_FILL * fills + EVENTS_PER_CANCEL * _min(makers, own)
 
 
-@njit(cache=True)
+@kernel
 def apply_batch(commands, start, stop, ev, ev_words, orders, levels, bits, sym, accts, bal, supply,
-                index_keys, index_slots, params):
+                index, params):
     """Apply ``commands[start:stop]`` while the event buffer has room for each next command.
 
     Returns (index of the first command not applied, events written, status): BATCH_DONE,
@@ -1089,13 +1102,12 @@ def apply_batch(commands, start, stop, ev, ev_words, orders, levels, bits, sym, 
         c = commands[i]
         need = event_bound(c, orders, sym, accts, params)
         if n + need > capacity:
-            need = event_bound_tight(c, orders, levels, bits, sym, accts, index_keys, index_slots, params)
+            need = event_bound_tight(c, orders, levels, bits, sym, accts, index, params)
             if n + need > capacity:
                 if n > 0:
                     return i, n, BATCH_SPLIT
                 params[P_NEED_EVENTS] = need
                 return i, n, BATCH_GROW
-        n = apply_command(c, ev, ev_words, n, orders, levels, bits, sym, accts, bal, supply, index_keys,
-                          index_slots, params)
+        n = apply_command(c, ev, ev_words, n, orders, levels, bits, sym, accts, bal, supply, index, params)
         i += 1
     return i, n, BATCH_DONE

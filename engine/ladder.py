@@ -11,7 +11,7 @@ All arithmetic on words is uint64; indices are int64. These kernels do no I/O an
 from __future__ import annotations
 
 import numpy as np
-from numba import njit
+from engine.jit import kernel
 from numba.cpython.unsafe.numbers import leading_zeros, trailing_zeros
 
 _ONE = np.uint64(1)
@@ -21,22 +21,28 @@ _SIX = np.uint64(6)
 _LOW6 = np.uint64(63)
 
 
-@njit(cache=True, inline="always")
+@kernel(inline=True)
 def _lowest(word):
     return np.int64(trailing_zeros(word))
 
 
-@njit(cache=True, inline="always")
+@kernel(inline=True)
 def _highest(word):
     return np.int64(63) - np.int64(leading_zeros(word))
 
 
-@njit(cache=True, inline="always")
+@kernel(inline=True)
+def _top_words(levels):
+    """Words in layer 2 of a ladder of ``levels`` levels."""
+    return (((((levels + 63) >> 6) + 63) >> 6) + 63) >> 6
+
+
+@kernel(inline=True)
 def _bit(index):
     return _ONE << np.uint64(index & 63)
 
 
-@njit(cache=True)
+@kernel
 def bit_set(bits, base0, base1, base2, index):
     """Mark level ``index`` non-empty."""
     word0 = index >> 6
@@ -51,7 +57,7 @@ def bit_set(bits, base0, base1, base2, index):
             bits[base2 + word2] = bits[base2 + word2] | _bit(word1)
 
 
-@njit(cache=True)
+@kernel
 def bit_clear(bits, base0, base1, base2, index):
     """Mark level ``index`` empty."""
     word0 = index >> 6
@@ -66,16 +72,17 @@ def bit_clear(bits, base0, base1, base2, index):
             bits[base2 + word2] = bits[base2 + word2] & ~_bit(word1)
 
 
-@njit(cache=True)
-def next_set(bits, base0, base1, base2, words2, index):
-    """The smallest non-empty level >= ``index``, or -1."""
+@kernel
+def next_set(bits, base0, base1, base2, levels, index):
+    """The smallest non-empty level >= ``index`` of a ladder of ``levels`` levels, or -1."""
+    if index >= levels:
+        return -1
     if index < 0:
         index = 0
+    words2 = _top_words(levels)
     word0 = index >> 6
     word1 = word0 >> 6
     word2 = word1 >> 6
-    if word2 >= words2:
-        return -1
     masked = bits[base0 + word0] & (_ALL << np.uint64(index & 63))
     if masked != _ZERO:
         return (word0 << 6) + _lowest(masked)
@@ -95,11 +102,13 @@ def next_set(bits, base0, base1, base2, words2, index):
     return (word0 << 6) + _lowest(bits[base0 + word0])
 
 
-@njit(cache=True)
-def prev_set(bits, base0, base1, base2, words2, index):
-    """The largest non-empty level <= ``index`` (which must be below the ladder's length), or -1."""
+@kernel
+def prev_set(bits, base0, base1, base2, levels, index):
+    """The largest non-empty level <= ``index`` of a ladder of ``levels`` levels, or -1."""
     if index < 0:
         return -1
+    if index >= levels:
+        index = levels - 1
     word0 = index >> 6
     word1 = word0 >> 6
     word2 = word1 >> 6
@@ -119,7 +128,7 @@ def prev_set(bits, base0, base1, base2, words2, index):
     return (word0 << 6) + _highest(bits[base0 + word0])
 
 
-@njit(cache=True)
+@kernel
 def _prev_from_layer2(bits, base0, base1, base2, word2):
     """The largest non-empty level in layer-2 words ``word2`` and below, or -1."""
     while word2 >= 0:

@@ -43,6 +43,9 @@ ORDER_DTYPE = np.dtype(
 # meaningless), so a zero-filled ladder is a valid empty book.
 LEVEL_DTYPE = np.dtype([("qty", "<i8"), ("head", "<i4"), ("tail", "<i4"), ("count", "<i4"), ("spare", "<i4")])
 
+# One entry of the order-id index: key and value share a cache line.
+INDEX_DTYPE = np.dtype([("key", "<i8"), ("slot", "<i8")])
+
 # Columns of the symbol table (int64, one row per symbol).
 S_BASE = 0
 S_QUOTE = 1
@@ -52,7 +55,7 @@ S_LEVEL_OFFSET = 4  # first level of this symbol in the shared level array
 S_BITS0 = 5  # offsets of the three bitmap layers in the shared bitmap array
 S_BITS1 = 6
 S_BITS2 = 7
-S_WORDS2 = 8  # words in the top bitmap layer
+S_LEVELS = 8  # price levels in the band: the ladder's length
 S_MIN_QTY = 9  # lots
 S_MAX_QTY = 10
 S_MIN_NOTIONAL = 11  # quote units
@@ -110,8 +113,7 @@ class EngineArrays:
     accounts: np.ndarray  # int32 [max_accounts, ACCOUNT_COLUMNS]
     balances: np.ndarray  # int64 [max_accounts, assets, 2]
     supply: np.ndarray  # int64 [assets]: deposits - withdrawals
-    index_keys: np.ndarray  # int64 order id -> slot, open addressing; 0 = empty
-    index_slots: np.ndarray  # int32
+    index: np.ndarray  # INDEX_DTYPE: order id -> slot, open addressing; key 0 = empty
     params: np.ndarray  # int64 [PARAM_COUNT]
 
     def kernel_args(self) -> tuple:
@@ -123,8 +125,7 @@ class EngineArrays:
             self.accounts,
             self.balances,
             self.supply,
-            self.index_keys,
-            self.index_slots,
+            self.index,
             self.params,
         )
 
@@ -155,7 +156,7 @@ def allocate(config: ExchangeConfig) -> EngineArrays:
         row[S_BITS0] = bit_total
         row[S_BITS1] = bit_total + words0
         row[S_BITS2] = bit_total + words0 + words1
-        row[S_WORDS2] = words2
+        row[S_LEVELS] = s.levels
         row[S_MIN_QTY] = s.min_qty_lots
         row[S_MAX_QTY] = s.max_qty_lots
         row[S_MIN_NOTIONAL] = s.min_notional_units
@@ -198,7 +199,6 @@ def allocate(config: ExchangeConfig) -> EngineArrays:
         accounts=accounts,
         balances=np.zeros((max_accounts, n_assets, 2), dtype=np.int64),
         supply=np.zeros(n_assets, dtype=np.int64),
-        index_keys=np.zeros(index_size, dtype=np.int64),
-        index_slots=np.zeros(index_size, dtype=np.int32),
+        index=np.zeros(index_size, dtype=INDEX_DTYPE),
         params=params,
     )

@@ -320,6 +320,14 @@ class ReferenceEngine:
         acc.available[asset] -= amount
         acc.frozen[asset] += amount
 
+    def _order_event(self, kind: EventKind, order: _Order, *, amount: int, reason: int = 0) -> None:
+        """ACCEPTED, REPLACED or CANCELLED: the order's fields, and its account's balance of the
+        order's reserve asset as it stands after the event."""
+        asset = self._reserve_asset(self._symbols[order.symbol], order.side)
+        acc = self._accounts[order.account]
+        self._emit(kind, reason=reason, **_order_fields(order), amount=amount, asset=asset,
+                   available=acc.available[asset], frozen=acc.frozen[asset])
+
     def _balance_event(self, account: int, asset: int, change: int = 0) -> None:
         acc = self._accounts[account]
         self._emit(
@@ -357,30 +365,14 @@ class ReferenceEngine:
             del self._orders[order.order_id]
 
     def _cancel_order(self, order: _Order, reason: CancelReason) -> None:
-        """End ``order``, release what it holds: CANCELLED, then BALANCE of the reserve's asset."""
+        """End ``order``, release what it holds: CANCELLED (carrying the balance it released into)."""
         sym = self._symbols[order.symbol]
         asset = self._reserve_asset(sym, order.side)
         released = order.reserve
         self._move_to_frozen(order.account, asset, -released)
         order.reserve = 0
         self._end(order)
-        self._emit(
-            EventKind.CANCELLED,
-            reason=reason,
-            order_id=order.order_id,
-            client_order_id=order.client_order_id,
-            account=order.account,
-            symbol=order.symbol,
-            side=order.side,
-            order_type=order.order_type,
-            tif=order.tif,
-            price=order.price,
-            qty=order.qty,
-            leaves=order.leaves,
-            filled=order.filled,
-            amount=released,
-        )
-        self._balance_event(order.account, asset)
+        self._order_event(EventKind.CANCELLED, order, amount=released, reason=reason)
 
     # --- CREATE_ACCOUNT, DEPOSIT, WITHDRAW ----------------------------------------------------------
 
@@ -486,14 +478,13 @@ class ReferenceEngine:
         )
 
         if cmd.tif == TimeInForce.FOK and not self._fok_fillable(taker):
-            self._emit(EventKind.CANCELLED, reason=CancelReason.FOK, **_order_fields(taker), amount=0)
+            self._order_event(EventKind.CANCELLED, taker, amount=0, reason=CancelReason.FOK)
             return
 
         # Accepted: freeze the reserve, then match.
         self._move_to_frozen(cmd.account, asset, reserve)
         taker.reserve = reserve
-        self._emit(EventKind.ACCEPTED, **_order_fields(taker), amount=reserve)
-        self._balance_event(cmd.account, asset)
+        self._order_event(EventKind.ACCEPTED, taker, amount=reserve)
 
         if self._match(taker):
             return  # self-trade prevention cancelled it
@@ -680,8 +671,7 @@ class ReferenceEngine:
         order.price = order.limit = cmd.price
         order.qty = cmd.qty
         order.client_order_id = cmd.client_order_id
-        self._emit(EventKind.REPLACED, **_order_fields(order), amount=new_reserve)
-        self._balance_event(order.account, asset)
+        self._order_event(EventKind.REPLACED, order, amount=new_reserve)
         if keeps_priority:
             return
         if self._match(order):

@@ -200,7 +200,7 @@ class CommandTape:
 
 
 def summary(events: np.ndarray) -> list[str]:
-    """``["ACCEPTED", "BALANCE", "TRADE", ..., "CANCELLED:IOC_REMAINDER", "REJECTED:INVALID_SIDE"]``."""
+    """``["ACCEPTED", "TRADE", "BALANCE", ..., "CANCELLED:IOC_REMAINDER", "REJECTED:INVALID_SIDE"]``."""
     out = []
     for event in events:
         kind = EventKind(int(event["kind"]))

@@ -4,6 +4,9 @@ Numbers, from tests/builders.py: on BTC-USDT one lot at ``p`` ticks has the noti
 units and is ``100_000`` BTC units; fees are 2 bps (maker) and 5 bps (taker), rounded down, and a buy
 reserves ``notional + 5 bps``. Accounts 1 (ALICE), 2 (BOB) and 3 (CAROL) start with 1 BTC, 100 USDT and
 10 ETH; account 0 collects the fees.
+
+ACCEPTED, REPLACED and CANCELLED carry the account's balance of the order's reserve asset after the event
+(``asset``, ``available``, ``frozen``); BALANCE events come only from deposits, withdrawals and fills.
 """
 
 from __future__ import annotations
@@ -227,7 +230,7 @@ def test_gtc_buy_rests_on_the_book_and_freezes_notional_plus_the_larger_fee(engi
     m = Market(engine_cls)
     oid = m.tape.buy(ALICE, BTC_USDT, 150, 3, client_order_id=77)
     events = m.run()
-    assert summary(events) == ["ACCEPTED", "BALANCE"]
+    assert summary(events) == ["ACCEPTED"]
     reserve = required(150, 3)
     assert reserve == 450_000 + 225
     check_exact(
@@ -246,13 +249,6 @@ def test_gtc_buy_rests_on_the_book_and_freezes_notional_plus_the_larger_fee(engi
         qty=3,
         leaves=3,
         amount=reserve,
-    )
-    check_exact(
-        events[1],
-        EventKind.BALANCE,
-        seq=oid,
-        ts=ts(oid),
-        account=ALICE,
         asset=USDT,
         available=USDT_FUNDS - reserve,
         frozen=reserve,
@@ -283,9 +279,9 @@ def test_a_sell_freezes_its_base_quantity(engine_cls):
     m = Market(engine_cls)
     oid = m.tape.sell(BOB, BTC_USDT, 160, 4)
     events = m.run()
-    assert summary(events) == ["ACCEPTED", "BALANCE"]
+    assert summary(events) == ["ACCEPTED"]
     check(events[0], order_id=oid, side=SELL, price=160, qty=4, leaves=4, amount=4 * LOT)
-    check(events[1], account=BOB, asset=BTC, available=BTC_FUNDS - 4 * LOT, frozen=4 * LOT)
+    check(events[0], account=BOB, asset=BTC, available=BTC_FUNDS - 4 * LOT, frozen=4 * LOT)
     assert m.engine.depth(BTC_USDT, 5) == ([], [(160, 4, 1)])
     m.validate()
 
@@ -296,12 +292,13 @@ def test_crossing_orders_trade_at_the_makers_price_with_exact_fees(engine_cls):
     m.run()
     taker = m.tape.buy(ALICE, BTC_USDT, 150, 2, client_order_id=22)
     events = m.run()
-    assert summary(events) == ["ACCEPTED", "BALANCE"] + TRADE_EVENTS
+    assert summary(events) == ["ACCEPTED"] + TRADE_EVENTS
     n = notional(150, 2)
     maker_fee, taker_fee = fee(n, 2), fee(n, 5)
     assert (n, maker_fee, taker_fee) == (300_000, 60, 150)
+    check(events[0], order_id=taker, asset=USDT, available=USDT_FUNDS - required(150, 2), frozen=required(150, 2))
     check_exact(
-        events[2],
+        events[1],
         EventKind.TRADE,
         seq=taker,
         ts=ts(taker),
@@ -328,11 +325,11 @@ def test_crossing_orders_trade_at_the_makers_price_with_exact_fees(engine_cls):
     alice_usdt = USDT_FUNDS - n - taker_fee
     bob_usdt = USDT_FUNDS + n - maker_fee
     balance = dict(seq=taker, ts=ts(taker))
-    check_exact(events[3], EventKind.BALANCE, **balance, account=ALICE, asset=BTC, available=BTC_FUNDS + 2 * LOT)
-    check_exact(events[4], EventKind.BALANCE, **balance, account=ALICE, asset=USDT, available=alice_usdt)
-    check_exact(events[5], EventKind.BALANCE, **balance, account=BOB, asset=BTC, available=BTC_FUNDS - 2 * LOT)
-    check_exact(events[6], EventKind.BALANCE, **balance, account=BOB, asset=USDT, available=bob_usdt)
-    check_exact(events[7], EventKind.BALANCE, **balance, account=FEE_ACCOUNT, asset=USDT, available=210)
+    check_exact(events[2], EventKind.BALANCE, **balance, account=ALICE, asset=BTC, available=BTC_FUNDS + 2 * LOT)
+    check_exact(events[3], EventKind.BALANCE, **balance, account=ALICE, asset=USDT, available=alice_usdt)
+    check_exact(events[4], EventKind.BALANCE, **balance, account=BOB, asset=BTC, available=BTC_FUNDS - 2 * LOT)
+    check_exact(events[5], EventKind.BALANCE, **balance, account=BOB, asset=USDT, available=bob_usdt)
+    check_exact(events[6], EventKind.BALANCE, **balance, account=FEE_ACCOUNT, asset=USDT, available=210)
     assert m.balance(ALICE, USDT) == (alice_usdt, 0)
     assert m.balance(BOB, BTC) == (BTC_FUNDS - 2 * LOT, 0)
     assert m.balance(FEE_ACCOUNT, USDT) == (maker_fee + taker_fee, 0)
@@ -364,10 +361,10 @@ def test_price_improvement_is_refunded_to_the_buyer(engine_cls):
     m.run()
     m.tape.buy(ALICE, BTC_USDT, 150, 2)
     events = m.run()
-    assert summary(events) == ["ACCEPTED", "BALANCE"] + TRADE_EVENTS
-    check(events[1], available=USDT_FUNDS - required(150, 2), frozen=required(150, 2))
+    assert summary(events) == ["ACCEPTED"] + TRADE_EVENTS
+    check(events[0], asset=USDT, available=USDT_FUNDS - required(150, 2), frozen=required(150, 2))
     paid = notional(140, 2) + fee(notional(140, 2), 5)
-    check(events[4], account=ALICE, asset=USDT, available=USDT_FUNDS - paid, frozen=0)
+    check(events[3], account=ALICE, asset=USDT, available=USDT_FUNDS - paid, frozen=0)
     assert m.balance(ALICE, USDT) == (USDT_FUNDS - paid, 0)
     m.validate()
 
@@ -398,7 +395,7 @@ def test_price_time_priority_and_partial_fills_across_levels(engine_cls):
     assert m.engine.depth(BTC_USDT, 2) == ([], [(150, 5, 2), (151, 4, 1)])
     taker = t.buy(CAROL, BTC_USDT, 152, 7)
     events = m.run()
-    assert summary(events) == ["ACCEPTED", "BALANCE"] + TRADE_EVENTS * 3
+    assert summary(events) == ["ACCEPTED"] + TRADE_EVENTS * 3
     trades = of_kind(events, EventKind.TRADE)
     check(trades[0], maker_order_id=a1, price=150, qty=2, leaves=5, filled=2, maker_leaves=0, maker_filled=2)
     check(trades[1], maker_order_id=b1, price=150, qty=3, leaves=2, filled=5, maker_leaves=0, maker_filled=3)
@@ -419,7 +416,7 @@ def test_gtc_remainder_rests_at_its_limit_after_a_partial_fill(engine_cls):
     m.run()
     oid = m.tape.buy(ALICE, BTC_USDT, 155, 5)
     events = m.run()
-    assert summary(events) == ["ACCEPTED", "BALANCE"] + TRADE_EVENTS  # resting is silent
+    assert summary(events) == ["ACCEPTED"] + TRADE_EVENTS  # resting is silent
     assert m.engine.depth(BTC_USDT, 5) == ([(155, 3, 1)], [])
     assert m.engine.order(oid)["reserve"] == required(155, 3)
     m.validate()
@@ -431,9 +428,10 @@ def test_ioc_order_never_rests_on_the_book(engine_cls):
     m.run()
     oid = m.tape.buy(ALICE, BTC_USDT, 150, 5, tif=IOC, client_order_id=9)
     events = m.run()
-    assert summary(events) == ["ACCEPTED", "BALANCE"] + TRADE_EVENTS + ["CANCELLED:IOC_REMAINDER", "BALANCE"]
+    assert summary(events) == ["ACCEPTED"] + TRADE_EVENTS + ["CANCELLED:IOC_REMAINDER"]
+    paid = notional(150, 2) + fee(notional(150, 2), 5)
     check_exact(
-        events[8],
+        events[7],
         EventKind.CANCELLED,
         seq=oid,
         ts=ts(oid),
@@ -450,10 +448,8 @@ def test_ioc_order_never_rests_on_the_book(engine_cls):
         leaves=3,
         filled=2,
         amount=required(150, 3),
-    )
-    paid = notional(150, 2) + fee(notional(150, 2), 5)
-    check_exact(
-        events[9], EventKind.BALANCE, seq=oid, ts=ts(oid), account=ALICE, asset=USDT, available=USDT_FUNDS - paid
+        asset=USDT,
+        available=USDT_FUNDS - paid,
     )
     assert m.engine.order(oid) is None
     assert m.engine.depth(BTC_USDT, 5) == ([], [])
@@ -464,9 +460,10 @@ def test_ioc_with_nothing_to_match_is_cancelled_whole(engine_cls):
     m = Market(engine_cls)
     oid = m.tape.sell(ALICE, BTC_USDT, 150, 4, tif=IOC)
     events = m.run()
-    assert summary(events) == ["ACCEPTED", "BALANCE", "CANCELLED:IOC_REMAINDER", "BALANCE"]
-    check(events[2], order_id=oid, leaves=4, filled=0, amount=4 * LOT)
-    check(events[3], account=ALICE, asset=BTC, available=BTC_FUNDS, frozen=0)
+    assert summary(events) == ["ACCEPTED", "CANCELLED:IOC_REMAINDER"]
+    check(events[0], order_id=oid, asset=BTC, available=BTC_FUNDS - 4 * LOT, frozen=4 * LOT)
+    check(events[1], order_id=oid, leaves=4, filled=0, amount=4 * LOT)
+    check(events[1], account=ALICE, asset=BTC, available=BTC_FUNDS, frozen=0)
     m.validate()
 
 
@@ -477,8 +474,8 @@ def test_fok_order_that_can_fill_trades_completely(engine_cls):
     m.run()
     m.tape.buy(ALICE, BTC_USDT, 151, 3, tif=FOK)
     events = m.run()
-    assert summary(events) == ["ACCEPTED", "BALANCE"] + TRADE_EVENTS * 2
-    check(events[8], price=151, qty=1, leaves=0, filled=3, tif=FOK, maker_leaves=1)
+    assert summary(events) == ["ACCEPTED"] + TRADE_EVENTS * 2
+    check(events[7], price=151, qty=1, leaves=0, filled=3, tif=FOK, maker_leaves=1)
     assert m.balance(ALICE, USDT)[1] == 0
     assert m.engine.depth(BTC_USDT, 5) == ([], [(151, 1, 1)])
     m.validate()
@@ -509,6 +506,8 @@ def test_fok_order_that_cannot_fill_is_cancelled_and_nothing_changes(engine_cls)
         price=151,
         qty=3,
         leaves=3,
+        asset=USDT,
+        available=USDT_FUNDS,  # the balance, unchanged: nothing was frozen
     )
     assert m.engine.state_hash() == before
     assert m.balance(ALICE, USDT) == (USDT_FUNDS, 0)
@@ -522,7 +521,7 @@ def test_fok_sell_counts_every_bid_down_to_its_limit(engine_cls):
     m.run()
     m.tape.sell(ALICE, BTC_USDT, 149, 4, tif=FOK)
     events = m.run()
-    assert summary(events) == ["ACCEPTED", "BALANCE"] + TRADE_EVENTS * 2
+    assert summary(events) == ["ACCEPTED"] + TRADE_EVENTS * 2
     assert m.engine.depth(BTC_USDT, 5) == ([], [])
     m.validate()
 
@@ -533,8 +532,9 @@ def test_post_only_order_rests_without_trading(engine_cls):
     m.run()
     oid = m.tape.buy(ALICE, BTC_USDT, 150, 2, tif=POST_ONLY)
     events = m.run()
-    assert summary(events) == ["ACCEPTED", "BALANCE"]
+    assert summary(events) == ["ACCEPTED"]
     check(events[0], tif=POST_ONLY, price=150, amount=required(150, 2))
+    check(events[0], asset=USDT, available=USDT_FUNDS - required(150, 2), frozen=required(150, 2))
     assert m.engine.order(oid)["tif"] == POST_ONLY
     assert m.engine.depth(BTC_USDT, 5) == ([(150, 2, 1)], [(151, 2, 1)])
     m.validate()
@@ -552,7 +552,7 @@ def test_post_only_order_that_would_cross_is_rejected(engine_cls):
     m.tape.sell(ALICE, BTC_USDT, 149, 1, tif=POST_ONLY)  # at the best bid
     m.assert_rejected(RejectReason.POST_ONLY_WOULD_CROSS)
     m.tape.sell(ALICE, BTC_USDT, 150, 1, tif=POST_ONLY)  # inside the spread: fine
-    assert summary(m.run()) == ["ACCEPTED", "BALANCE"]
+    assert summary(m.run()) == ["ACCEPTED"]
     m.validate()
 
 
@@ -567,7 +567,7 @@ def test_market_buy_by_quantity_freezes_at_p_worst_and_refunds_the_rest(engine_c
     m.run()
     oid = m.tape.market_buy(ALICE, BTC_USDT, qty=4, client_order_id=3)
     events = m.run()
-    assert summary(events) == ["ACCEPTED", "BALANCE"] + TRADE_EVENTS * 2
+    assert summary(events) == ["ACCEPTED"] + TRADE_EVENTS * 2
     # The asks reach 4 lots at 152: that is p_worst.
     reserve = required(152, 4)
     check_exact(
@@ -585,13 +585,15 @@ def test_market_buy_by_quantity_freezes_at_p_worst_and_refunds_the_rest(engine_c
         qty=4,
         leaves=4,
         amount=reserve,
+        asset=USDT,
+        available=USDT_FUNDS - reserve,
+        frozen=reserve,
     )
-    check(events[1], available=USDT_FUNDS - reserve, frozen=reserve)
     first = notional(150, 2) + fee(notional(150, 2), 5)
     # After the first fill it holds required(152, 2) for its last two lots.
     held = required(152, 2)
-    check(events[4], account=ALICE, asset=USDT, available=USDT_FUNDS - first - held, frozen=held)
-    check(events[8], price=152, qty=2, leaves=0, filled=4, order_type=MARKET, tif=IOC)
+    check(events[3], account=ALICE, asset=USDT, available=USDT_FUNDS - first - held, frozen=held)
+    check(events[7], price=152, qty=2, leaves=0, filled=4, order_type=MARKET, tif=IOC)
     second = notional(152, 2) + fee(notional(152, 2), 5)
     assert m.balance(ALICE, USDT) == (USDT_FUNDS - first - second, 0)
     assert m.balance(ALICE, BTC) == (BTC_FUNDS + 4 * LOT, 0)
@@ -606,13 +608,10 @@ def test_market_buy_larger_than_the_book_freezes_at_the_highest_ask_and_cancels_
     m.run()
     oid = m.tape.market_buy(ALICE, BTC_USDT, qty=5)
     events = m.run()
-    assert summary(events) == ["ACCEPTED", "BALANCE"] + TRADE_EVENTS * 2 + [
-        "CANCELLED:MARKET_REMAINDER",
-        "BALANCE",
-    ]
+    assert summary(events) == ["ACCEPTED"] + TRADE_EVENTS * 2 + ["CANCELLED:MARKET_REMAINDER"]
     check(events[0], amount=required(160, 5))
     check(
-        events[14],
+        events[13],
         order_id=oid,
         order_type=MARKET,
         tif=IOC,
@@ -623,7 +622,7 @@ def test_market_buy_larger_than_the_book_freezes_at_the_highest_ask_and_cancels_
         amount=required(160, 2),
     )
     paid = sum(notional(p, q) + fee(notional(p, q), 5) for p, q in ((150, 2), (160, 1)))
-    check(events[15], account=ALICE, asset=USDT, available=USDT_FUNDS - paid, frozen=0)
+    check(events[13], account=ALICE, asset=USDT, available=USDT_FUNDS - paid, frozen=0)
     m.validate()
 
 
@@ -631,16 +630,18 @@ def test_market_orders_against_an_empty_book_are_accepted_then_cancelled(engine_
     m = Market(engine_cls)
     buy = m.tape.market_buy(ALICE, BTC_USDT, qty=5)
     events = m.run()
-    assert summary(events) == ["ACCEPTED", "BALANCE", "CANCELLED:MARKET_REMAINDER", "BALANCE"]
+    assert summary(events) == ["ACCEPTED", "CANCELLED:MARKET_REMAINDER"]
     check(events[0], order_id=buy, qty=5, leaves=5, amount=0)  # p_worst = 0: nothing frozen
+    check(events[0], account=ALICE, asset=USDT, available=USDT_FUNDS, frozen=0)
+    check(events[1], order_id=buy, qty=5, leaves=5, filled=0, amount=0)
     check(events[1], account=ALICE, asset=USDT, available=USDT_FUNDS, frozen=0)
-    check(events[2], order_id=buy, qty=5, leaves=5, filled=0, amount=0)
     sell = m.tape.market_sell(ALICE, BTC_USDT, qty=5)
     events = m.run()
-    assert summary(events) == ["ACCEPTED", "BALANCE", "CANCELLED:MARKET_REMAINDER", "BALANCE"]
+    assert summary(events) == ["ACCEPTED", "CANCELLED:MARKET_REMAINDER"]
     check(events[0], order_id=sell, side=SELL, amount=5 * LOT)
-    check(events[2], order_id=sell, leaves=5, amount=5 * LOT)
-    check(events[3], account=ALICE, asset=BTC, available=BTC_FUNDS, frozen=0)
+    check(events[0], account=ALICE, asset=BTC, available=BTC_FUNDS - 5 * LOT, frozen=5 * LOT)
+    check(events[1], order_id=sell, leaves=5, amount=5 * LOT)
+    check(events[1], account=ALICE, asset=BTC, available=BTC_FUNDS, frozen=0)
     m.validate()
 
 
@@ -651,10 +652,7 @@ def test_market_buy_by_quote_amount_buys_the_affordable_lots_and_releases_the_re
     m.run()
     oid = m.tape.market_buy(ALICE, BTC_USDT, amount=500_000, client_order_id=4)
     events = m.run()
-    assert summary(events) == ["ACCEPTED", "BALANCE"] + TRADE_EVENTS * 2 + [
-        "CANCELLED:MARKET_REMAINDER",
-        "BALANCE",
-    ]
+    assert summary(events) == ["ACCEPTED"] + TRADE_EVENTS * 2 + ["CANCELLED:MARKET_REMAINDER"]
     check_exact(
         events[0],
         EventKind.ACCEPTED,
@@ -668,13 +666,16 @@ def test_market_buy_by_quote_amount_buys_the_affordable_lots_and_releases_the_re
         order_type=MARKET,
         tif=IOC,
         amount=500_000,
+        asset=USDT,
+        available=USDT_FUNDS - 500_000,
+        frozen=500_000,
     )
     # 2 lots at 150 cost 300_150; the 199_850 left buy one lot at 160 (160_080), not two.
-    check(events[2], price=150, qty=2, leaves=0, filled=2, taker_fee=150)
-    check(events[8], price=160, qty=1, leaves=0, filled=3, taker_fee=80, maker_leaves=9)
+    check(events[1], price=150, qty=2, leaves=0, filled=2, taker_fee=150)
+    check(events[7], price=160, qty=1, leaves=0, filled=3, taker_fee=80, maker_leaves=9)
     left = 500_000 - 300_150 - 160_080
-    check(events[14], order_id=oid, qty=0, leaves=0, filled=3, amount=left, price=0)
-    check(events[15], account=ALICE, asset=USDT, available=USDT_FUNDS - 500_000 + left, frozen=0)
+    check(events[13], order_id=oid, qty=0, leaves=0, filled=3, amount=left, price=0)
+    check(events[13], account=ALICE, asset=USDT, available=USDT_FUNDS - 500_000 + left, frozen=0)
     assert m.balance(ALICE, BTC) == (BTC_FUNDS + 3 * LOT, 0)
     m.validate()
 
@@ -686,13 +687,14 @@ def test_market_buy_by_quote_amount_counts_the_taker_fee_in_what_it_can_afford(e
     # One lot costs 150_000 + 75 fee: 150_074 cannot buy it.
     m.tape.market_buy(ALICE, BTC_USDT, amount=150_074)
     events = m.run()
-    assert summary(events) == ["ACCEPTED", "BALANCE", "CANCELLED:MARKET_REMAINDER", "BALANCE"]
-    check(events[2], leaves=0, filled=0, amount=150_074)
+    assert summary(events) == ["ACCEPTED", "CANCELLED:MARKET_REMAINDER"]
+    check(events[1], leaves=0, filled=0, amount=150_074)
+    check(events[1], asset=USDT, available=USDT_FUNDS, frozen=0)
     # 150_075 buys it exactly: nothing is left, so there is no remainder to cancel.
     m.tape.market_buy(ALICE, BTC_USDT, amount=150_075)
     events = m.run()
-    assert summary(events) == ["ACCEPTED", "BALANCE"] + TRADE_EVENTS
-    check(events[2], qty=1, amount=150_000, taker_fee=75, maker_fee=30)
+    assert summary(events) == ["ACCEPTED"] + TRADE_EVENTS
+    check(events[1], qty=1, amount=150_000, taker_fee=75, maker_fee=30)
     assert m.balance(ALICE, USDT) == (USDT_FUNDS - 150_075, 0)
     m.validate()
 
@@ -704,9 +706,9 @@ def test_market_sell_sells_into_the_bids_best_first(engine_cls):
     m.run()
     m.tape.market_sell(ALICE, BTC_USDT, qty=4)
     events = m.run()
-    assert summary(events) == ["ACCEPTED", "BALANCE"] + TRADE_EVENTS * 2
-    check(events[2], price=150, qty=2, maker_account=CAROL, leaves=2, side=SELL, order_type=MARKET)
-    check(events[8], price=149, qty=2, maker_account=BOB, leaves=0, filled=4, maker_leaves=1)
+    assert summary(events) == ["ACCEPTED"] + TRADE_EVENTS * 2
+    check(events[1], price=150, qty=2, maker_account=CAROL, leaves=2, side=SELL, order_type=MARKET)
+    check(events[7], price=149, qty=2, maker_account=BOB, leaves=0, filled=4, maker_leaves=1)
     received = sum(notional(p, q) - fee(notional(p, q), 5) for p, q in ((150, 2), (149, 2)))
     assert m.balance(ALICE, USDT) == (USDT_FUNDS + received, 0)
     assert m.balance(ALICE, BTC) == (BTC_FUNDS - 4 * LOT, 0)
@@ -724,7 +726,7 @@ def test_market_buy_by_quantity_needs_funds_for_its_worst_price(engine_cls):
     m.tape.market_buy(5, BTC_USDT, qty=2)  # reserve = required(170, 2) > what 5 has
     m.assert_rejected(RejectReason.INSUFFICIENT_FUNDS)
     m.tape.market_buy(5, BTC_USDT, qty=1)  # reserve = required(150, 1)
-    assert summary(m.run()) == ["ACCEPTED", "BALANCE"] + TRADE_EVENTS
+    assert summary(m.run()) == ["ACCEPTED"] + TRADE_EVENTS
     m.engine.validate()
 
 
@@ -857,7 +859,7 @@ def test_a_new_order_cannot_reuse_an_open_orders_id(engine_cls):
     m.run()
     m.tape.sell(BOB, BTC_USDT, 160, 1, seq=oid)  # no longer open: the id is free again
     events = m.run()
-    assert summary(events) == ["ACCEPTED", "BALANCE"]
+    assert summary(events) == ["ACCEPTED"]
     check(events[0], order_id=oid, account=BOB)
     m.validate()
 
@@ -874,9 +876,9 @@ def test_orders_that_may_rest_are_refused_when_the_order_table_is_full(engine_cl
     m.tape.buy(CAROL, BTC_USDT, 200, 1)  # would even trade: still refused (GTC may rest)
     m.assert_rejected(RejectReason.ORDER_TABLE_FULL)
     m.tape.buy(CAROL, BTC_USDT, 160, 1, tif=IOC)  # never rests: fine
-    assert summary(m.run()) == ["ACCEPTED", "BALANCE"] + TRADE_EVENTS
+    assert summary(m.run()) == ["ACCEPTED"] + TRADE_EVENTS
     m.tape.buy(CAROL, BTC_USDT, 151, 1)  # one slot free again
-    assert summary(m.run()) == ["ACCEPTED", "BALANCE"]
+    assert summary(m.run()) == ["ACCEPTED"]
     m.validate()
 
 
@@ -902,7 +904,7 @@ def test_cancel_takes_the_order_off_the_book_and_releases_its_reserve(engine_cls
     m.run()
     seq = m.tape.cancel(ALICE, oid)
     events = m.run()
-    assert summary(events) == ["CANCELLED:USER", "BALANCE"]
+    assert summary(events) == ["CANCELLED:USER"]
     check_exact(
         events[0],
         EventKind.CANCELLED,
@@ -920,8 +922,9 @@ def test_cancel_takes_the_order_off_the_book_and_releases_its_reserve(engine_cls
         qty=3,
         leaves=3,
         amount=required(150, 3),
+        asset=USDT,
+        available=USDT_FUNDS,  # the reserve released: nothing frozen any more
     )
-    check_exact(events[1], EventKind.BALANCE, seq=seq, ts=ts(seq), account=ALICE, asset=USDT, available=USDT_FUNDS)
     assert m.engine.order(oid) is None
     assert m.engine.depth(BTC_USDT, 5) == ([], [])
     m.validate()
@@ -954,7 +957,7 @@ def test_replace_that_decreases_quantity_keeps_priority(engine_cls):
     m.run()
     seq = m.tape.replace(ALICE, a, 150, 3, client_order_id=555)
     events = m.run()
-    assert summary(events) == ["REPLACED", "BALANCE"]
+    assert summary(events) == ["REPLACED"]
     check_exact(
         events[0],
         EventKind.REPLACED,
@@ -971,13 +974,6 @@ def test_replace_that_decreases_quantity_keeps_priority(engine_cls):
         qty=3,
         leaves=3,
         amount=required(150, 3),
-    )
-    check_exact(
-        events[1],
-        EventKind.BALANCE,
-        seq=seq,
-        ts=ts(seq),
-        account=ALICE,
         asset=USDT,
         available=USDT_FUNDS - required(150, 3),
         frozen=required(150, 3),
@@ -998,7 +994,7 @@ def test_replace_that_changes_the_price_loses_priority(engine_cls):
     m.run()
     m.tape.replace(ALICE, a, 151, 5)
     events = m.run()
-    assert summary(events) == ["REPLACED", "BALANCE"]
+    assert summary(events) == ["REPLACED"]
     check(events[0], price=151, qty=5, leaves=5, amount=required(151, 5))
     assert m.engine.order(a)["ts"] == ts(a)  # the time it was placed, not of the replace
     assert m.engine.depth(BTC_USDT, 5) == ([(151, 10, 2)], [])
@@ -1015,8 +1011,8 @@ def test_replace_that_increases_quantity_loses_priority(engine_cls):
     m.run()
     m.tape.replace(ALICE, a, 150, 6)
     events = m.run()
-    assert summary(events) == ["REPLACED", "BALANCE"]
-    check(events[1], account=ALICE, available=USDT_FUNDS - required(150, 6), frozen=required(150, 6))
+    assert summary(events) == ["REPLACED"]
+    check(events[0], account=ALICE, asset=USDT, available=USDT_FUNDS - required(150, 6), frozen=required(150, 6))
     m.tape.sell(CAROL, BTC_USDT, 150, 7)
     trades = of_kind(m.run(), EventKind.TRADE)
     assert [(int(tr["maker_order_id"]), int(tr["qty"])) for tr in trades] == [(b, 5), (a, 2)]
@@ -1030,11 +1026,12 @@ def test_replace_that_crosses_trades_as_the_aggressor_and_rests_the_rest(engine_
     m.run()
     seq = m.tape.replace(ALICE, a, 156, 5, client_order_id=600)
     events = m.run()
-    assert summary(events) == ["REPLACED", "BALANCE"] + TRADE_EVENTS
+    assert summary(events) == ["REPLACED"] + TRADE_EVENTS
     check(events[0], order_id=a, price=156, qty=5, leaves=5, amount=required(156, 5))
+    check(events[0], asset=USDT, available=USDT_FUNDS - required(156, 5), frozen=required(156, 5))
     n = notional(155, 3)
     check(
-        events[2],
+        events[1],
         seq=seq,
         order_id=a,
         client_order_id=600,
@@ -1106,8 +1103,9 @@ def test_replace_may_use_its_own_reserve_plus_available(engine_cls):
     m.assert_rejected(RejectReason.INSUFFICIENT_FUNDS)
     m.tape.replace(5, a, 150, 5)
     events = m.run()
-    assert summary(events) == ["REPLACED", "BALANCE"]
-    check(events[1], account=5, available=required(150, 4) + required(150, 1) - required(150, 5))
+    assert summary(events) == ["REPLACED"]
+    check(events[0], account=5, asset=USDT, available=required(150, 4) + required(150, 1) - required(150, 5))
+    check(events[0], frozen=required(150, 5))
     m.engine.validate()
 
 
@@ -1118,9 +1116,9 @@ def test_a_post_only_order_can_be_replaced_while_it_does_not_cross(engine_cls):
     m.run()
     m.tape.replace(ALICE, p, 151, 4)
     events = m.run()
-    assert summary(events) == ["REPLACED", "BALANCE"]
+    assert summary(events) == ["REPLACED"]
     check(events[0], tif=POST_ONLY, price=151, qty=4, amount=4 * LOT)
-    check(events[1], account=ALICE, asset=BTC, available=BTC_FUNDS - 4 * LOT, frozen=4 * LOT)
+    check(events[0], account=ALICE, asset=BTC, available=BTC_FUNDS - 4 * LOT, frozen=4 * LOT)
     m.validate()
 
 
@@ -1138,10 +1136,14 @@ def test_cancel_all_in_one_symbol_cancels_by_increasing_order_id_and_reports_the
     m.run()
     seq = t.cancel_all(ALICE, BTC_USDT)
     events = m.run()
-    assert summary(events) == ["CANCELLED:USER", "BALANCE"] * 3 + ["MASS_CANCELLED"]
+    assert summary(events) == ["CANCELLED:USER"] * 3 + ["MASS_CANCELLED"]
     assert [int(e["order_id"]) for e in of_kind(events, EventKind.CANCELLED)] == [o1, o2, o3]
-    check(events[3], account=ALICE, asset=USDT, available=USDT_FUNDS - required(200, 50), frozen=required(200, 50))
-    check_exact(events[6], EventKind.MASS_CANCELLED, seq=seq, ts=ts(seq), account=ALICE, symbol=BTC_USDT, qty=3)
+    # Each CANCELLED carries the balance right after its own release: o3 still holds a lot of BTC after o1.
+    check(events[0], order_id=o1, account=ALICE, asset=BTC, available=BTC_FUNDS - LOT, frozen=LOT)
+    check(events[1], order_id=o2, account=ALICE, asset=USDT, available=USDT_FUNDS - required(200, 50),
+          frozen=required(200, 50))
+    check(events[2], order_id=o3, account=ALICE, asset=BTC, available=BTC_FUNDS, frozen=0)
+    check_exact(events[3], EventKind.MASS_CANCELLED, seq=seq, ts=ts(seq), account=ALICE, symbol=BTC_USDT, qty=3)
     assert [o["order_id"] for o in m.engine.open_orders(ALICE)] == [e1]
     assert [o["order_id"] for o in m.engine.open_orders(BOB)] == [b1]
     m.validate()
@@ -1156,9 +1158,9 @@ def test_cancel_all_without_a_symbol_cancels_every_open_order_of_the_account(eng
     m.run()
     seq = t.cancel_all(ALICE)
     events = m.run()
-    assert summary(events) == ["CANCELLED:USER", "BALANCE"] * 3 + ["MASS_CANCELLED"]
+    assert summary(events) == ["CANCELLED:USER"] * 3 + ["MASS_CANCELLED"]
     assert [int(e["order_id"]) for e in of_kind(events, EventKind.CANCELLED)] == [o1, o2, o3]
-    check_exact(events[6], EventKind.MASS_CANCELLED, seq=seq, ts=ts(seq), account=ALICE, symbol=-1, qty=3)
+    check_exact(events[3], EventKind.MASS_CANCELLED, seq=seq, ts=ts(seq), account=ALICE, symbol=-1, qty=3)
     assert m.engine.open_orders(ALICE) == []
     assert m.balance(ALICE, USDT) == (USDT_FUNDS, 0)
     assert m.balance(ALICE, BTC) == (BTC_FUNDS, 0)
@@ -1191,10 +1193,10 @@ def test_stp_off_lets_an_account_trade_with_itself_and_pay_both_fees(engine_cls)
     m.run()
     taker = m.tape.buy(ALICE, BTC_USDT, 150, 2)
     events = m.run()
-    assert summary(events) == ["ACCEPTED", "BALANCE"] + TRADE_EVENTS
+    assert summary(events) == ["ACCEPTED"] + TRADE_EVENTS
     n = notional(150, 2)
-    check(events[2], order_id=taker, maker_order_id=maker, account=ALICE, maker_account=ALICE)
-    check(events[2], maker_fee=fee(n, 2), taker_fee=fee(n, 5))
+    check(events[1], order_id=taker, maker_order_id=maker, account=ALICE, maker_account=ALICE)
+    check(events[1], maker_fee=fee(n, 2), taker_fee=fee(n, 5))
     assert m.balance(ALICE, USDT) == (USDT_FUNDS - 210, 0)
     assert m.balance(ALICE, BTC) == (BTC_FUNDS, 0)
     assert m.balance(FEE_ACCOUNT, USDT) == (fee(n, 2) + fee(n, 5), 0)
@@ -1209,10 +1211,10 @@ def test_stp_cancel_taker_cancels_the_incoming_order_and_keeps_the_resting_one(e
     m.run()
     taker = m.tape.buy(ALICE, BTC_USDT, 152, 5)
     events = m.run()
-    assert summary(events) == ["ACCEPTED", "BALANCE"] + TRADE_EVENTS + ["CANCELLED:SELF_TRADE", "BALANCE"]
-    check(events[8], order_id=taker, tif=GTC, qty=5, leaves=3, filled=2, amount=required(152, 3))
+    assert summary(events) == ["ACCEPTED"] + TRADE_EVENTS + ["CANCELLED:SELF_TRADE"]
+    check(events[7], order_id=taker, tif=GTC, qty=5, leaves=3, filled=2, amount=required(152, 3))
     paid = notional(150, 2) + fee(notional(150, 2), 5)
-    check(events[9], account=ALICE, asset=USDT, available=USDT_FUNDS - paid, frozen=0)
+    check(events[7], account=ALICE, asset=USDT, available=USDT_FUNDS - paid, frozen=0)
     assert m.engine.order(taker) is None  # the GTC remainder does not rest
     assert m.engine.order(own)["leaves"] == 3
     assert m.engine.depth(BTC_USDT, 5) == ([], [(151, 3, 1), (152, 3, 1)])
@@ -1226,10 +1228,10 @@ def test_stp_cancel_maker_cancels_own_resting_orders_and_goes_on_to_the_next_mak
     m.run()
     taker = m.tape.buy(ALICE, BTC_USDT, 150, 3)
     events = m.run()
-    assert summary(events) == ["ACCEPTED", "BALANCE", "CANCELLED:SELF_TRADE", "BALANCE"] + TRADE_EVENTS
-    check(events[2], order_id=own, account=ALICE, side=SELL, leaves=2, filled=0, amount=2 * LOT)
-    check(events[3], account=ALICE, asset=BTC, available=BTC_FUNDS, frozen=0)
-    check(events[4], order_id=taker, maker_order_id=other, qty=3, leaves=0)
+    assert summary(events) == ["ACCEPTED", "CANCELLED:SELF_TRADE"] + TRADE_EVENTS
+    check(events[1], order_id=own, account=ALICE, side=SELL, leaves=2, filled=0, amount=2 * LOT)
+    check(events[1], account=ALICE, asset=BTC, available=BTC_FUNDS, frozen=0)
+    check(events[2], order_id=taker, maker_order_id=other, qty=3, leaves=0)
     assert m.engine.order(own) is None
     assert m.engine.depth(BTC_USDT, 5) == ([], [])
     m.validate()
@@ -1242,11 +1244,11 @@ def test_stp_cancel_both_cancels_the_resting_order_then_the_incoming_one(engine_
     m.run()
     taker = m.tape.buy(ALICE, BTC_USDT, 150, 3)
     events = m.run()
-    assert summary(events) == ["ACCEPTED", "BALANCE"] + ["CANCELLED:SELF_TRADE", "BALANCE"] * 2
-    check(events[2], order_id=own, leaves=2, amount=2 * LOT)
-    check(events[3], account=ALICE, asset=BTC, available=BTC_FUNDS, frozen=0)
-    check(events[4], order_id=taker, leaves=3, amount=required(150, 3))
-    check(events[5], account=ALICE, asset=USDT, available=USDT_FUNDS, frozen=0)
+    assert summary(events) == ["ACCEPTED"] + ["CANCELLED:SELF_TRADE"] * 2
+    check(events[1], order_id=own, leaves=2, amount=2 * LOT)
+    check(events[1], account=ALICE, asset=BTC, available=BTC_FUNDS, frozen=0)
+    check(events[2], order_id=taker, leaves=3, amount=required(150, 3))
+    check(events[2], account=ALICE, asset=USDT, available=USDT_FUNDS, frozen=0)
     assert m.engine.depth(BTC_USDT, 5) == ([], [(150, 3, 1)])
     m.validate()
 
@@ -1257,8 +1259,9 @@ def test_stp_applies_to_a_market_buy_by_quote_amount(engine_cls):
     m.run()
     oid = m.tape.market_buy(ALICE, BTC_USDT, amount=1_000_000)
     events = m.run()
-    assert summary(events) == ["ACCEPTED", "BALANCE", "CANCELLED:SELF_TRADE", "BALANCE"]
-    check(events[2], order_id=oid, qty=0, leaves=0, filled=0, amount=1_000_000)
+    assert summary(events) == ["ACCEPTED", "CANCELLED:SELF_TRADE"]
+    check(events[1], order_id=oid, qty=0, leaves=0, filled=0, amount=1_000_000)
+    check(events[1], account=ALICE, asset=USDT, available=USDT_FUNDS, frozen=0)
     m.validate()
 
 
@@ -1284,8 +1287,8 @@ def test_fok_dry_run_skips_own_orders_under_cancel_maker(engine_cls):
     assert summary(m.run()) == ["CANCELLED:FOK"]
     m.tape.buy(ALICE, BTC_USDT, 150, 2, tif=FOK)
     events = m.run()
-    assert summary(events) == ["ACCEPTED", "BALANCE", "CANCELLED:SELF_TRADE", "BALANCE"] + TRADE_EVENTS
-    check(events[2], order_id=own)
+    assert summary(events) == ["ACCEPTED", "CANCELLED:SELF_TRADE"] + TRADE_EVENTS
+    check(events[1], order_id=own)
     m.validate()
 
 
@@ -1295,7 +1298,7 @@ def test_fok_counts_own_orders_when_stp_is_off(engine_cls):
     m.tape.sell(BOB, BTC_USDT, 150, 2)
     m.run()
     m.tape.buy(ALICE, BTC_USDT, 150, 4, tif=FOK)
-    assert summary(m.run()) == ["ACCEPTED", "BALANCE"] + TRADE_EVENTS * 2
+    assert summary(m.run()) == ["ACCEPTED"] + TRADE_EVENTS * 2
     m.validate()
 
 
@@ -1306,9 +1309,9 @@ def test_a_replace_that_meets_an_own_order_is_cancelled_under_cancel_taker(engin
     m.run()
     m.tape.replace(ALICE, a, 155, 5)
     events = m.run()
-    assert summary(events) == ["REPLACED", "BALANCE", "CANCELLED:SELF_TRADE", "BALANCE"]
-    check(events[2], order_id=a, price=155, leaves=5, amount=required(155, 5))
-    check(events[3], account=ALICE, asset=USDT, available=USDT_FUNDS, frozen=0)
+    assert summary(events) == ["REPLACED", "CANCELLED:SELF_TRADE"]
+    check(events[1], order_id=a, price=155, leaves=5, amount=required(155, 5))
+    check(events[1], account=ALICE, asset=USDT, available=USDT_FUNDS, frozen=0)
     assert m.engine.order(a) is None and m.engine.order(own) is not None
     m.validate()
 

@@ -1,0 +1,25 @@
+"""The engine benchmark still runs end to end (small workloads; the figures are not looked at)."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+def test_engine_benchmark_prints_every_figure_it_promises():
+    completed = subprocess.run(
+        [sys.executable, "-m", "bench.engine", "--quick", "--json", "--runs", "2", "--no-startup"],
+        cwd=ROOT, capture_output=True, text=True, timeout=600, check=True,
+    )
+    result = json.loads(completed.stdout.strip().splitlines()[-1])
+    for key in ("ns_per_command", "commands_per_s", "rss_bytes_at_capacity", "reference_ratio"):
+        assert result[key] > 0, key
+    assert set(result["latency"]) >= {"gtc", "ioc", "cancel", "move", "all"}
+    assert result["capacity"]["open_orders"] == result["capacity"]["orders"]
+    workload = result["workload"]
+    assert abs(workload["move_share"] - 0.82) < 0.02 and abs(workload["gtc_share"] - 0.09) < 0.02
+    assert workload["rejected_share"] < 0.01
