@@ -5,7 +5,9 @@
     python -m bench.engine --quick    # small workloads, for a smoke test
 
 Throughput runs the exchange-core workload (bench/workloads.py) through a fresh engine per run, in
-batches as the engine process will receive them, and reports the median of the runs. Latency times each
+batches as the engine process will receive them, and reports the median of the runs; after each run a
+"floor" (a jitted loop that only copies each command into an event record) runs on the same stream, so
+the ratio of the two is comparable across runs on a shared, noisy machine. Latency times each
 command alone inside a jitted loop with the CPU's cycle counter (timer overhead subtracted). Start-up and
 memory are measured in fresh processes. The reference engine runs a prefix of the same stream in the same
 run, so the ratio is of two figures taken side by side on this machine.
@@ -29,7 +31,7 @@ from numba import njit
 
 from bench import workloads
 from bench.cycles import rdtsc, timer_overhead, tsc_hz
-from common.records import CommandKind, TimeInForce
+from common.records import EVENT_DTYPE, CommandKind, TimeInForce
 from engine.core import Engine
 from engine.kernels import BATCH_DONE, apply_batch
 from engine.reference import ReferenceEngine
@@ -42,19 +44,54 @@ def _warm(engine: Engine, commands: np.ndarray) -> None:
         pass
 
 
-def throughput_runs(workload: workloads.Workload, *, batch: int, runs: int, limit: int | None = None) -> list[float]:
-    """ns per command of each run: a fresh engine, the setup applied, then the stream timed."""
+@njit(cache=True)
+def _copy_floor(commands, start, stop, events):
+    """The floor: per command, read its record and write one event record; no engine work at all."""
+    n = 0
+    for i in range(start, stop):
+        c = commands[i]
+        e = events[n]
+        e.seq = c.seq
+        e.ts = c.ts
+        e.order_id = c.order_id
+        e.price = c.price
+        e.qty = c.qty
+        e.account = c.account
+        e.kind = c.kind
+        n += 1
+    return n
+
+
+def _timed_stream(engine: Engine, stream: np.ndarray, batch: int) -> float:
+    start = time.perf_counter_ns()
+    for offset in range(0, len(stream), batch):
+        for _chunk in engine.process(stream[offset:offset + batch]):
+            pass
+    return (time.perf_counter_ns() - start) / len(stream)
+
+
+def _timed_floor(stream: np.ndarray, batch: int) -> float:
+    events = np.zeros(batch, dtype=EVENT_DTYPE)
+    start = time.perf_counter_ns()
+    for offset in range(0, len(stream), batch):
+        _copy_floor(stream, offset, min(offset + batch, len(stream)), events)
+    return (time.perf_counter_ns() - start) / len(stream)
+
+
+def throughput_runs(workload: workloads.Workload, *, batch: int, runs: int, limit: int | None = None,
+                    floor: list[float] | None = None) -> list[float]:
+    """ns per command of each run: a fresh engine, the setup applied, then the stream timed. With
+    ``floor``, each run is followed by the copy floor on the same stream (appended to it), so that the
+    two figures see the same machine."""
     stream = workload.commands if limit is None else workload.commands[:limit]
     results = []
+    _copy_floor(stream, 0, 1, np.zeros(1, dtype=EVENT_DTYPE))
     for _ in range(runs):
         engine = Engine(workload.config)
         _warm(engine, workload.setup)
-        start = time.perf_counter_ns()
-        for offset in range(0, len(stream), batch):
-            for _chunk in engine.process(stream[offset:offset + batch]):
-                pass
-        elapsed = time.perf_counter_ns() - start
-        results.append(elapsed / len(stream))
+        results.append(_timed_stream(engine, stream, batch))
+        if floor is not None:
+            floor.append(_timed_floor(stream, batch))
     return results
 
 
@@ -177,7 +214,7 @@ def main(argv: list[str] | None = None) -> dict:
     if args.quick:
         core_spec = dataclasses.replace(core_spec, commands=20_000)
         multi_spec = dataclasses.replace(multi_spec, symbols=10, accounts=2_000, commands=20_000,
-                                         resting_per_symbol=200)
+                                         resting_per_symbol=200, chunk=640)
         capacity = (20_000, 2_000)
         args.reference_prefix = min(args.reference_prefix, 2_000)
 
@@ -191,11 +228,14 @@ def main(argv: list[str] | None = None) -> dict:
     result: dict = {"batch": args.batch, "runs": args.runs}
 
     log("throughput ...")
-    runs = throughput_runs(core, batch=args.batch, runs=args.runs)
+    floor: list[float] = []
+    runs = throughput_runs(core, batch=args.batch, runs=args.runs, floor=floor)
     median_ns = statistics.median(runs)
     result["ns_per_command"] = round(median_ns, 2)
     result["commands_per_s"] = round(1e9 / median_ns)
     result["ns_per_command_runs"] = [round(r, 2) for r in runs]
+    result["floor_ns_per_command"] = round(statistics.median(floor), 2)
+    result["floor_ratio"] = round(median_ns / statistics.median(floor), 2)
     result["batch_sweep_ns_per_command"] = {
         str(b): round(statistics.median(throughput_runs(core, batch=b, runs=3)), 2) for b in (1, 64, 8192)
     }

@@ -23,10 +23,9 @@ from common.config import ExchangeConfig, parse_config
 from common.records import COMMAND_DTYPE, CommandKind, OrderType, Side, TimeInForce
 from engine.core import Engine
 from engine.inspection import open_order_rows
-from engine.layout import S_BEST_ASK, S_BEST_BID
 
 CACHE_DIR = Path(__file__).resolve().parent / ".cache"
-GENERATOR_VERSION = 3  # bump when the generator changes what it emits
+GENERATOR_VERSION = 4  # bump when the generator changes what it emits
 
 # Per command, the share of each kind (exchange-core's published mix).
 MIX = {"gtc": 0.09, "ioc": 0.03, "cancel": 0.06, "move": 0.82}
@@ -180,7 +179,8 @@ def generate(spec: WorkloadSpec, config: ExchangeConfig | None = None) -> Worklo
     rng = np.random.default_rng(spec.seed)
     n_base = min(BASE_ASSETS, spec.symbols)
     quote_asset = n_base
-    funds = 1 << 52  # plenty: the benchmark measures matching, not rejections for lack of funds
+    # Plenty for every order, and the sum over all accounts still fits the int64 supply.
+    funds = (1 << 62) // (spec.accounts + 1)
 
     setup = _Stream(spec.accounts * (n_base + 2) + spec.symbols * spec.resting_per_symbol + 1)
     for account in range(1, spec.accounts + 1):
@@ -210,8 +210,8 @@ def generate(spec: WorkloadSpec, config: ExchangeConfig | None = None) -> Worklo
         start = stream.count
         for _ in range(min(spec.chunk, spec.commands - stream.count)):
             symbol = int(rng.integers(0, spec.symbols))
-            best_bid = int(arrays.symbols[symbol, S_BEST_BID])
-            best_ask = int(arrays.symbols[symbol, S_BEST_ASK])
+            best_bid = int(arrays.symbols[symbol]["best_bid"])
+            best_ask = int(arrays.symbols[symbol]["best_ask"])
             roll = rng.random()
             account = int(rng.integers(1, spec.accounts + 1))
             candidates = by_symbol[symbol]

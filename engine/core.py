@@ -20,7 +20,7 @@ from common.records import COMMAND_DTYPE, EVENT_DTYPE
 from engine import inspection
 from engine.digest import state_digest
 from engine.kernels import BATCH_DONE, BATCH_GROW, BATCH_SPLIT, apply_batch
-from engine.layout import BAL_AVAILABLE, BAL_FROZEN, P_NEED_EVENTS, EngineArrays, allocate
+from engine.layout import P_NEED_EVENTS, EngineArrays, allocate
 
 
 class Engine:
@@ -75,7 +75,7 @@ class Engine:
 
     def balance(self, account: int, asset: int) -> tuple[int, int]:
         row = self.arrays.balances[account, asset]
-        return int(row[BAL_AVAILABLE]), int(row[BAL_FROZEN])
+        return int(row["available"]), int(row["frozen"])
 
     def order(self, order_id: int) -> dict | None:
         return inspection.order(self.arrays, order_id)

@@ -16,12 +16,6 @@ from engine.invariants import InvariantViolation
 from engine.kernels import BUY, buy_reserve, index_find
 from engine.ladder import next_set, prev_set
 from engine.layout import (
-    A_ACTIVE,
-    A_HEAD,
-    A_OPEN,
-    A_TAIL,
-    BAL_AVAILABLE,
-    BAL_FROZEN,
     NO_PRICE,
     P_FREE_HEAD,
     P_HIGH_WATER,
@@ -29,21 +23,6 @@ from engine.layout import (
     P_N_SYMBOLS,
     P_OPEN_ORDERS,
     P_RESERVE_BPS,
-    S_ASK_ORDERS,
-    S_BASE,
-    S_BEST_ASK,
-    S_BEST_BID,
-    S_BID_ORDERS,
-    S_BITS0,
-    S_BITS1,
-    S_BITS2,
-    S_BPL,
-    S_LEVEL_OFFSET,
-    S_MAX_PRICE,
-    S_MIN_PRICE,
-    S_QPTL,
-    S_QUOTE,
-    S_LEVELS,
     EngineArrays,
 )
 
@@ -67,7 +46,7 @@ def order(arrays: EngineArrays, order_id: int) -> dict | None:
 
 def open_orders(arrays: EngineArrays, account: int) -> list[dict]:
     result = []
-    slot = int(arrays.accounts[account, A_HEAD])
+    slot = int(arrays.accounts[account]["head"])
     while slot >= 0:
         result.append(_order_dict(arrays.orders, slot))
         slot = int(arrays.orders[slot]["acct_next"])
@@ -77,12 +56,12 @@ def open_orders(arrays: EngineArrays, account: int) -> list[dict]:
 def _level_walk(arrays: EngineArrays, symbol: int, bids: bool):
     """Yield (price, level index) of one side of a book, best first."""
     row = arrays.symbols[symbol]
-    min_price = int(row[S_MIN_PRICE])
-    bitmap = (arrays.bits, row[S_BITS0], row[S_BITS1], row[S_BITS2], row[S_LEVELS])
-    price = int(row[S_BEST_BID] if bids else row[S_BEST_ASK])
+    min_price = int(row["min_price"])
+    bitmap = (arrays.bits, row["bits0"], row["bits1"], row["bits2"], row["n_levels"])
+    price = int(row["best_bid"] if bids else row["best_ask"])
     while price != NO_PRICE:
         offset = price - min_price
-        yield price, int(row[S_LEVEL_OFFSET]) + offset
+        yield price, int(row["level_offset"]) + offset
         found = prev_set(*bitmap, offset - 1) if bids else next_set(*bitmap, offset + 1)
         price = NO_PRICE if found < 0 else min_price + int(found)
 
@@ -106,13 +85,13 @@ def _book_rows(orders, levels, bits, sym, params, out):
     """Every open order as a state-hash row, in book order (symbol; bids best first; asks best first)."""
     k = 0
     for s in range(params[P_N_SYMBOLS]):
-        min_price = sym[s, S_MIN_PRICE]
+        min_price = sym[s].min_price
         for bids in (True, False):
-            price = sym[s, S_BEST_BID] if bids else sym[s, S_BEST_ASK]
+            price = sym[s].best_bid if bids else sym[s].best_ask
             while price != NO_PRICE and k < out.shape[0]:
                 offset = price - min_price
-                slot = levels[sym[s, S_LEVEL_OFFSET] + offset].head
-                for _ in range(levels[sym[s, S_LEVEL_OFFSET] + offset].count):
+                slot = levels[sym[s].level_offset + offset].head
+                for _ in range(levels[sym[s].level_offset + offset].count):
                     if k >= out.shape[0]:
                         break
                     o = orders[slot]
@@ -129,10 +108,10 @@ def _book_rows(orders, levels, bits, sym, params, out):
                     k += 1
                     slot = o.next
                 if bids:
-                    found = prev_set(bits, sym[s, S_BITS0], sym[s, S_BITS1], sym[s, S_BITS2], sym[s, S_LEVELS],
+                    found = prev_set(bits, sym[s].bits0, sym[s].bits1, sym[s].bits2, sym[s].n_levels,
                                      offset - 1)
                 else:
-                    found = next_set(bits, sym[s, S_BITS0], sym[s, S_BITS1], sym[s, S_BITS2], sym[s, S_LEVELS],
+                    found = next_set(bits, sym[s].bits0, sym[s].bits1, sym[s].bits2, sym[s].n_levels,
                                      offset + 1)
                 price = NO_PRICE if found < 0 else min_price + found
     return k
@@ -149,8 +128,8 @@ def open_order_rows(arrays: EngineArrays) -> np.ndarray:
 
 def canonical_state(arrays: EngineArrays) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """(supply, account rows, order rows) as engine.digest.state_digest wants them."""
-    active = np.flatnonzero(arrays.accounts[:, A_ACTIVE])
-    balances = arrays.balances[active].reshape(len(active), -1)
+    active = np.flatnonzero(arrays.accounts["active"])
+    balances = arrays.balances[active].view(np.int64).reshape(len(active), -1)
     account_rows = np.concatenate([active.astype(np.int64)[:, None], balances], axis=1)
     return arrays.supply.copy(), account_rows, open_order_rows(arrays)
 
@@ -171,10 +150,11 @@ def validate(arrays: EngineArrays, config: ExchangeConfig) -> None:
 
 def _check_balances(arrays: EngineArrays, problems: list[str]) -> None:
     bal = arrays.balances
-    if (bal < 0).any():
-        where = np.argwhere(bal < 0)[:5].tolist()
-        problems.append(f"negative balances at [account, asset, available/frozen] {where}")
-    totals = bal[:, :, BAL_AVAILABLE].sum(axis=0) + bal[:, :, BAL_FROZEN].sum(axis=0)
+    negative = (bal["available"] < 0) | (bal["frozen"] < 0)
+    if negative.any():
+        where = np.argwhere(negative)[:5].tolist()
+        problems.append(f"negative balances at [account, asset] {where}")
+    totals = bal["available"].sum(axis=0) + bal["frozen"].sum(axis=0)
     for asset, (total, supply) in enumerate(zip(totals.tolist(), arrays.supply.tolist())):
         if total != supply:
             problems.append(f"asset {asset}: accounts hold {total} but supply is {supply}")
@@ -186,7 +166,7 @@ def _check_books(arrays: EngineArrays, config: ExchangeConfig, problems: list[st
     slots: list[int] = []
     for symbol in config.symbols:
         row = arrays.symbols[symbol.id]
-        first = int(row[S_LEVEL_OFFSET])
+        first = int(row["level_offset"])
         counts = levels["count"][first:first + symbol.levels]
         if (counts < 0).any():
             problems.append(f"{symbol.name}: negative level counts")
@@ -221,17 +201,17 @@ def _check_books(arrays: EngineArrays, config: ExchangeConfig, problems: list[st
             slots.extend(walked)
         best_bid = max(bid_prices, default=NO_PRICE)
         best_ask = min(ask_prices, default=NO_PRICE)
-        if int(row[S_BEST_BID]) != best_bid or int(row[S_BEST_ASK]) != best_ask:
+        if int(row["best_bid"]) != best_bid or int(row["best_ask"]) != best_ask:
             problems.append(
-                f"{symbol.name}: best bid/ask recorded {int(row[S_BEST_BID])}/{int(row[S_BEST_ASK])}, "
+                f"{symbol.name}: best bid/ask recorded {int(row['best_bid'])}/{int(row['best_ask'])}, "
                 f"actual {best_bid}/{best_ask}"
             )
         if bid_prices and ask_prices and best_bid >= best_ask:
             problems.append(f"{symbol.name}: crossed book, bid {best_bid} >= ask {best_ask}")
-        if (int(row[S_BID_ORDERS]), int(row[S_ASK_ORDERS])) != (side_orders[int(Side.BUY)],
+        if (int(row["bid_orders"]), int(row["ask_orders"])) != (side_orders[int(Side.BUY)],
                                                                side_orders[int(Side.SELL)]):
             problems.append(f"{symbol.name}: side order counts do not match the books")
-        if bid_prices and not (symbol.min_price_ticks <= best_bid <= int(row[S_MAX_PRICE])):
+        if bid_prices and not (symbol.min_price_ticks <= best_bid <= int(row["max_price"])):
             problems.append(f"{symbol.name}: best bid outside the band")
     return slots
 
@@ -239,7 +219,7 @@ def _check_books(arrays: EngineArrays, config: ExchangeConfig, problems: list[st
 def _check_bitmap(arrays: EngineArrays, symbol_id: int, n_levels: int, non_empty: np.ndarray,
                   problems: list[str]) -> None:
     row = arrays.symbols[symbol_id]
-    base0, base1, base2 = int(row[S_BITS0]), int(row[S_BITS1]), int(row[S_BITS2])
+    base0, base1, base2 = int(row["bits0"]), int(row["bits1"]), int(row["bits2"])
     words0 = base1 - base0
     words1 = base2 - base1
     words2 = (words1 + 63) // 64
@@ -258,7 +238,7 @@ def _check_bitmap(arrays: EngineArrays, symbol_id: int, n_levels: int, non_empty
 def _check_reserves(arrays: EngineArrays, config: ExchangeConfig, slots: list[int], problems: list[str]) -> None:
     orders = arrays.orders
     reserve_bps = int(arrays.params[P_RESERVE_BPS])
-    frozen = np.zeros_like(arrays.balances[:, :, BAL_FROZEN])
+    frozen = np.zeros_like(arrays.balances["frozen"])
     for slot in slots:
         o = orders[slot]
         sym = arrays.symbols[int(o["symbol"])]
@@ -266,15 +246,15 @@ def _check_reserves(arrays: EngineArrays, config: ExchangeConfig, slots: list[in
         if leaves <= 0:
             problems.append(f"order {int(o['order_id'])} rests with {leaves} lots left")
         if int(o["side"]) == BUY:
-            asset = int(sym[S_QUOTE])
-            expected = buy_reserve(int(o["price"]), leaves, int(sym[S_QPTL]), reserve_bps)
+            asset = int(sym["quote"])
+            expected = buy_reserve(int(o["price"]), leaves, int(sym["qptl"]), reserve_bps)
         else:
-            asset = int(sym[S_BASE])
-            expected = leaves * int(sym[S_BPL])
+            asset = int(sym["base"])
+            expected = leaves * int(sym["bpl"])
         if int(o["reserve"]) != expected:
             problems.append(f"order {int(o['order_id'])}: reserve {int(o['reserve'])}, rule gives {expected}")
         frozen[int(o["account"]), asset] += int(o["reserve"])
-    actual = arrays.balances[:, :, BAL_FROZEN]
+    actual = arrays.balances["frozen"]
     if not np.array_equal(frozen, actual):
         where = np.argwhere(frozen != actual)[:5].tolist()
         problems.append(f"frozen differs from the open orders' reserves at [account, asset] {where}")
@@ -294,8 +274,8 @@ def _check_index_and_lists(arrays: EngineArrays, slots: list[int], problems: lis
         problems.append(f"the id index holds {held} ids for {open_count} orders")
 
     listed: set[int] = set()
-    for account in np.flatnonzero((arrays.accounts[:, A_OPEN] != 0) | (arrays.accounts[:, A_HEAD] >= 0)).tolist():
-        slot, prev, ids = int(arrays.accounts[account, A_HEAD]), -1, []
+    for account in np.flatnonzero((arrays.accounts["open_orders"] != 0) | (arrays.accounts["head"] >= 0)).tolist():
+        slot, prev, ids = int(arrays.accounts[account]["head"]), -1, []
         while slot >= 0 and len(ids) <= open_count:
             o = orders[slot]
             if int(o["account"]) != account or int(o["acct_prev"]) != prev:
@@ -304,8 +284,8 @@ def _check_index_and_lists(arrays: EngineArrays, slots: list[int], problems: lis
             ids.append(int(o["order_id"]))
             listed.add(slot)
             prev, slot = slot, int(o["acct_next"])
-        if len(ids) != int(arrays.accounts[account, A_OPEN]) or int(arrays.accounts[account, A_TAIL]) != prev:
-            problems.append(f"account {account}: list of {len(ids)} orders, {int(arrays.accounts[account, A_OPEN])} counted")
+        if len(ids) != int(arrays.accounts[account]["open_orders"]) or int(arrays.accounts[account]["tail"]) != prev:
+            problems.append(f"account {account}: list of {len(ids)} orders, {int(arrays.accounts[account]['open_orders'])} counted")
         if ids != sorted(ids):
             problems.append(f"account {account}: order list is not in order-id order")
     if listed != set(slots):

@@ -25,13 +25,8 @@ from common.records import (
     TimeInForce,
 )
 from engine.ladder import bit_clear, bit_set, next_set, prev_set
+from engine.unchecked import at, at2
 from engine.layout import (
-    A_ACTIVE,
-    A_HEAD,
-    A_OPEN,
-    A_TAIL,
-    BAL_AVAILABLE,
-    BAL_FROZEN,
     NO_PRICE,
     P_FEE_ACCOUNT,
     P_FREE_HEAD,
@@ -48,24 +43,6 @@ from engine.layout import (
     P_RESERVE_BPS,
     P_STP,
     P_TAKER_BPS,
-    S_ASK_ORDERS,
-    S_BASE,
-    S_BEST_ASK,
-    S_BEST_BID,
-    S_BID_ORDERS,
-    S_BITS0,
-    S_BITS1,
-    S_BITS2,
-    S_BPL,
-    S_LEVEL_OFFSET,
-    S_MAX_PRICE,
-    S_MAX_QTY,
-    S_MIN_NOTIONAL,
-    S_MIN_PRICE,
-    S_MIN_QTY,
-    S_QPTL,
-    S_QUOTE,
-    S_LEVELS,
 )
 
 # Codes as plain ints, so Numba folds them into constants.
@@ -189,9 +166,9 @@ def index_find(index, params, key):
     mask = params[P_HASH_MASK]
     i = _home(key, params[P_HASH_SHIFT])
     while True:
-        k = index[i].key
+        k = at(index, i).key
         if k == key:
-            return index[i].slot
+            return at(index, i).slot
         if k == 0:
             return np.int64(-1)
         i = (i + 1) & mask
@@ -201,10 +178,10 @@ def index_find(index, params, key):
 def index_insert(index, params, key, slot):
     mask = params[P_HASH_MASK]
     i = _home(key, params[P_HASH_SHIFT])
-    while index[i].key != 0:
+    while at(index, i).key != 0:
         i = (i + 1) & mask
-    index[i].key = key
-    index[i].slot = slot
+    at(index, i).key = key
+    at(index, i).slot = slot
 
 
 @kernel(inline=True)
@@ -212,23 +189,23 @@ def index_delete(index, params, key):
     mask = params[P_HASH_MASK]
     shift = params[P_HASH_SHIFT]
     i = _home(key, shift)
-    while index[i].key != key:
+    while at(index, i).key != key:
         i = (i + 1) & mask
     # Backward shift: pull later entries of the probe run into the hole unless their home lies
     # cyclically in (hole, entry], which would put them before their home.
     j = i
     while True:
         j = (j + 1) & mask
-        k = index[j].key
+        k = at(index, j).key
         if k == 0:
             break
         home = _home(k, shift)
         if (j > i and (home <= i or home > j)) or (j < i and home <= i and home > j):
-            index[i].key = k
-            index[i].slot = index[j].slot
+            at(index, i).key = k
+            at(index, i).slot = at(index, j).slot
             i = j
-    index[i].key = 0
-    index[i].slot = 0
+    at(index, i).key = 0
+    at(index, i).slot = 0
 
 
 # --- events ---------------------------------------------------------------------------------------
@@ -242,9 +219,9 @@ def _clear_event(ev_words, n):
 
 @kernel(inline=True)
 def _leaves(orders, slot):
-    if orders[slot].by_quote:
+    if at(orders, slot).by_quote:
         return np.int64(0)
-    return orders[slot].qty - orders[slot].filled
+    return at(orders, slot).qty - at(orders, slot).filled
 
 
 @kernel(inline=True)
@@ -252,8 +229,8 @@ def emit_order(ev, ev_words, n, kind, reason, seq, ts, orders, sym, bal, slot, a
     """An event about one order (ACCEPTED, CANCELLED, REPLACED) with its current fields, and the
     account's balance of the order's reserve asset after whatever the event froze or released."""
     _clear_event(ev_words, n)
-    e = ev[n]
-    o = orders[slot]
+    e = at(ev, n)
+    o = at(orders, slot)
     e.seq = seq
     e.ts = ts
     e.kind = kind
@@ -272,22 +249,22 @@ def emit_order(ev, ev_words, n, kind, reason, seq, ts, orders, sym, bal, slot, a
     e.amount = amount
     asset = _reserve_asset(sym, orders, slot)
     e.asset = asset
-    e.available = bal[o.account, asset, BAL_AVAILABLE]
-    e.frozen = bal[o.account, asset, BAL_FROZEN]
+    e.available = at2(bal, o.account, asset).available
+    e.frozen = at2(bal, o.account, asset).frozen
     return n + 1
 
 
 @kernel(inline=True)
 def emit_balance(ev, ev_words, n, seq, ts, bal, account, asset, amount):
     _clear_event(ev_words, n)
-    e = ev[n]
+    e = at(ev, n)
     e.seq = seq
     e.ts = ts
     e.kind = EV_BALANCE
     e.account = account
     e.asset = asset
-    e.available = bal[account, asset, BAL_AVAILABLE]
-    e.frozen = bal[account, asset, BAL_FROZEN]
+    e.available = at2(bal, account, asset).available
+    e.frozen = at2(bal, account, asset).frozen
     e.amount = amount
     return n + 1
 
@@ -296,7 +273,7 @@ def emit_balance(ev, ev_words, n, seq, ts, bal, account, asset, amount):
 def emit_reject(ev, ev_words, n, c, reason):
     """REJECTED: the command's own fields echoed with the reason."""
     _clear_event(ev_words, n)
-    e = ev[n]
+    e = at(ev, n)
     e.seq = c.seq
     e.ts = c.ts
     e.kind = EV_REJECTED
@@ -319,7 +296,7 @@ def emit_reject(ev, ev_words, n, c, reason):
 def emit_simple(ev, ev_words, n, seq, ts, kind, account, symbol, qty):
     """ACCOUNT_CREATED and MASS_CANCELLED."""
     _clear_event(ev_words, n)
-    e = ev[n]
+    e = at(ev, n)
     e.seq = seq
     e.ts = ts
     e.kind = kind
@@ -334,16 +311,16 @@ def emit_simple(ev, ev_words, n, seq, ts, kind, account, symbol, qty):
 
 @kernel(inline=True)
 def _reserve_asset(sym, orders, slot):
-    if orders[slot].side == BUY:
-        return sym[orders[slot].symbol, S_QUOTE]
-    return sym[orders[slot].symbol, S_BASE]
+    if at(orders, slot).side == BUY:
+        return at(sym, at(orders, slot).symbol).quote
+    return at(sym, at(orders, slot).symbol).base
 
 
 @kernel(inline=True)
 def slot_alloc(orders, params):
     head = params[P_FREE_HEAD]
     if head >= 0:
-        params[P_FREE_HEAD] = orders[head].next
+        params[P_FREE_HEAD] = at(orders, head).next
         return head
     slot = params[P_HIGH_WATER]
     params[P_HIGH_WATER] = slot + 1
@@ -352,113 +329,113 @@ def slot_alloc(orders, params):
 
 @kernel(inline=True)
 def slot_free(orders, params, slot):
-    orders[slot].next = params[P_FREE_HEAD]
+    at(orders, slot).next = params[P_FREE_HEAD]
     params[P_FREE_HEAD] = slot
 
 
 @kernel(inline=True)
 def book_link(orders, levels, bits, sym, slot):
     """Put an order at the tail of its price level (and update the best price)."""
-    s = orders[slot].symbol
-    price = orders[slot].price
-    offset = price - sym[s, S_MIN_PRICE]
-    lvl = sym[s, S_LEVEL_OFFSET] + offset
-    level = levels[lvl]
+    s = at(orders, slot).symbol
+    price = at(orders, slot).price
+    offset = price - at(sym, s).min_price
+    lvl = at(sym, s).level_offset + offset
+    level = at(levels, lvl)
     if level.count == 0:
         level.head = slot
         level.tail = slot
-        orders[slot].prev = -1
-        bit_set(bits, sym[s, S_BITS0], sym[s, S_BITS1], sym[s, S_BITS2], offset)
+        at(orders, slot).prev = -1
+        bit_set(bits, at(sym, s).bits0, at(sym, s).bits1, at(sym, s).bits2, offset)
     else:
         tail = level.tail
-        orders[tail].next = slot
-        orders[slot].prev = tail
+        at(orders, tail).next = slot
+        at(orders, slot).prev = tail
         level.tail = slot
-    orders[slot].next = -1
+    at(orders, slot).next = -1
     level.count += 1
-    level.qty += orders[slot].qty - orders[slot].filled
-    if orders[slot].side == BUY:
-        sym[s, S_BID_ORDERS] += 1
-        if sym[s, S_BEST_BID] == NO_PRICE or price > sym[s, S_BEST_BID]:
-            sym[s, S_BEST_BID] = price
+    level.qty += at(orders, slot).qty - at(orders, slot).filled
+    if at(orders, slot).side == BUY:
+        at(sym, s).bid_orders += 1
+        if at(sym, s).best_bid == NO_PRICE or price > at(sym, s).best_bid:
+            at(sym, s).best_bid = price
     else:
-        sym[s, S_ASK_ORDERS] += 1
-        if sym[s, S_BEST_ASK] == NO_PRICE or price < sym[s, S_BEST_ASK]:
-            sym[s, S_BEST_ASK] = price
+        at(sym, s).ask_orders += 1
+        if at(sym, s).best_ask == NO_PRICE or price < at(sym, s).best_ask:
+            at(sym, s).best_ask = price
 
 
 @kernel(inline=True)
 def book_unlink(orders, levels, bits, sym, slot):
     """Take an order out of its price level (and update the best price if the level empties)."""
-    s = orders[slot].symbol
-    price = orders[slot].price
-    min_price = sym[s, S_MIN_PRICE]
+    s = at(orders, slot).symbol
+    price = at(orders, slot).price
+    min_price = at(sym, s).min_price
     offset = price - min_price
-    lvl = sym[s, S_LEVEL_OFFSET] + offset
-    level = levels[lvl]
-    prev = orders[slot].prev
-    nxt = orders[slot].next
+    lvl = at(sym, s).level_offset + offset
+    level = at(levels, lvl)
+    prev = at(orders, slot).prev
+    nxt = at(orders, slot).next
     if prev >= 0:
-        orders[prev].next = nxt
+        at(orders, prev).next = nxt
     else:
         level.head = nxt
     if nxt >= 0:
-        orders[nxt].prev = prev
+        at(orders, nxt).prev = prev
     else:
         level.tail = prev
     level.count -= 1
-    level.qty -= orders[slot].qty - orders[slot].filled
-    bid = orders[slot].side == BUY
+    level.qty -= at(orders, slot).qty - at(orders, slot).filled
+    bid = at(orders, slot).side == BUY
     if bid:
-        sym[s, S_BID_ORDERS] -= 1
+        at(sym, s).bid_orders -= 1
     else:
-        sym[s, S_ASK_ORDERS] -= 1
+        at(sym, s).ask_orders -= 1
     if level.count == 0:
-        base0 = sym[s, S_BITS0]
-        base1 = sym[s, S_BITS1]
-        base2 = sym[s, S_BITS2]
+        base0 = at(sym, s).bits0
+        base1 = at(sym, s).bits1
+        base2 = at(sym, s).bits2
         bit_clear(bits, base0, base1, base2, offset)
-        if bid and sym[s, S_BEST_BID] == price:
-            found = prev_set(bits, base0, base1, base2, sym[s, S_LEVELS], offset - 1)
-            sym[s, S_BEST_BID] = NO_PRICE if found < 0 else min_price + found
-        elif not bid and sym[s, S_BEST_ASK] == price:
-            found = next_set(bits, base0, base1, base2, sym[s, S_LEVELS], offset + 1)
-            sym[s, S_BEST_ASK] = NO_PRICE if found < 0 else min_price + found
+        if bid and at(sym, s).best_bid == price:
+            found = prev_set(bits, base0, base1, base2, at(sym, s).n_levels, offset - 1)
+            at(sym, s).best_bid = NO_PRICE if found < 0 else min_price + found
+        elif not bid and at(sym, s).best_ask == price:
+            found = next_set(bits, base0, base1, base2, at(sym, s).n_levels, offset + 1)
+            at(sym, s).best_ask = NO_PRICE if found < 0 else min_price + found
 
 
 @kernel(inline=True)
 def order_register(orders, accts, index, params, slot):
     """Make a resting order known: the id index, the account's order list, the open count."""
-    index_insert(index, params, orders[slot].order_id, slot)
-    a = orders[slot].account
-    tail = accts[a, A_TAIL]
-    orders[slot].acct_prev = tail
-    orders[slot].acct_next = -1
+    index_insert(index, params, at(orders, slot).order_id, slot)
+    a = at(orders, slot).account
+    tail = at(accts, a).tail
+    at(orders, slot).acct_prev = tail
+    at(orders, slot).acct_next = -1
     if tail >= 0:
-        orders[tail].acct_next = slot
+        at(orders, tail).acct_next = slot
     else:
-        accts[a, A_HEAD] = slot
-    accts[a, A_TAIL] = slot
-    accts[a, A_OPEN] += 1
+        at(accts, a).head = slot
+    at(accts, a).tail = slot
+    at(accts, a).open_orders += 1
     params[P_OPEN_ORDERS] += 1
 
 
 @kernel(inline=True)
 def order_release(orders, accts, index, params, slot):
     """Forget an order that left the book, and free its slot."""
-    index_delete(index, params, orders[slot].order_id)
-    a = orders[slot].account
-    prev = orders[slot].acct_prev
-    nxt = orders[slot].acct_next
+    index_delete(index, params, at(orders, slot).order_id)
+    a = at(orders, slot).account
+    prev = at(orders, slot).acct_prev
+    nxt = at(orders, slot).acct_next
     if prev >= 0:
-        orders[prev].acct_next = nxt
+        at(orders, prev).acct_next = nxt
     else:
-        accts[a, A_HEAD] = nxt
+        at(accts, a).head = nxt
     if nxt >= 0:
-        orders[nxt].acct_prev = prev
+        at(orders, nxt).acct_prev = prev
     else:
-        accts[a, A_TAIL] = prev
-    accts[a, A_OPEN] -= 1
+        at(accts, a).tail = prev
+    at(accts, a).open_orders -= 1
     params[P_OPEN_ORDERS] -= 1
     slot_free(orders, params, slot)
 
@@ -466,12 +443,12 @@ def order_release(orders, accts, index, params, slot):
 @kernel(inline=True)
 def end_order(ev, ev_words, n, seq, ts, orders, sym, bal, slot, reason):
     """CANCELLED with what the order had left, its reserve released."""
-    a = orders[slot].account
+    a = at(orders, slot).account
     asset = _reserve_asset(sym, orders, slot)
-    amount = orders[slot].reserve
-    bal[a, asset, BAL_AVAILABLE] += amount
-    bal[a, asset, BAL_FROZEN] -= amount
-    orders[slot].reserve = 0
+    amount = at(orders, slot).reserve
+    at2(bal, a, asset).available += amount
+    at2(bal, a, asset).frozen -= amount
+    at(orders, slot).reserve = 0
     return emit_order(ev, ev_words, n, EV_CANCELLED, reason, seq, ts, orders, sym, bal, slot, amount)
 
 
@@ -492,22 +469,22 @@ def cancel_resting(ev, ev_words, n, seq, ts, orders, levels, bits, sym, accts, b
 def fill(ev, ev_words, n, seq, ts, orders, levels, sym, bal, params, taker, maker, lvl, price, lots,
          taker_limit):
     """Clear one fill of ``lots`` at the maker's ``price``; write TRADE and the five BALANCE events."""
-    s = orders[taker].symbol
-    base = sym[s, S_BASE]
-    quote = sym[s, S_QUOTE]
-    bpl = sym[s, S_BPL]
-    qptl = sym[s, S_QPTL]
+    s = at(orders, taker).symbol
+    base = at(sym, s).base
+    quote = at(sym, s).quote
+    bpl = at(sym, s).bpl
+    qptl = at(sym, s).qptl
     reserve_bps = params[P_RESERVE_BPS]
     notional = price * lots * qptl
     maker_fee = fee(notional, params[P_MAKER_BPS])
     taker_fee = fee(notional, params[P_TAKER_BPS])
     base_lots = lots * bpl
 
-    orders[taker].filled += lots
-    orders[maker].filled += lots
-    levels[lvl].qty -= lots
+    at(orders, taker).filled += lots
+    at(orders, maker).filled += lots
+    at(levels, lvl).qty -= lots
 
-    if orders[taker].side == BUY:
+    if at(orders, taker).side == BUY:
         buyer = taker
         seller = maker
         buyer_fee = taker_fee
@@ -518,35 +495,35 @@ def fill(ev, ev_words, n, seq, ts, orders, levels, sym, bal, params, taker, make
         seller = taker
         buyer_fee = maker_fee
         seller_fee = taker_fee
-        buyer_limit = orders[maker].price
-    buyer_account = orders[buyer].account
-    seller_account = orders[seller].account
+        buyer_limit = at(orders, maker).price
+    buyer_account = at(orders, buyer).account
+    seller_account = at(orders, seller).account
 
     cost = notional + buyer_fee
-    if orders[buyer].by_quote:
-        orders[buyer].reserve -= cost
-        bal[buyer_account, quote, BAL_FROZEN] -= cost
+    if at(orders, buyer).by_quote:
+        at(orders, buyer).reserve -= cost
+        at2(bal, buyer_account, quote).frozen -= cost
     else:
         # Hold exactly what the remaining lots need at the limit; the rest (price improvement and
         # unused fee reserve) goes back at once.
-        kept = buy_reserve(buyer_limit, orders[buyer].qty - orders[buyer].filled, qptl, reserve_bps)
-        released = orders[buyer].reserve - kept
-        orders[buyer].reserve = kept
-        bal[buyer_account, quote, BAL_FROZEN] -= released
-        bal[buyer_account, quote, BAL_AVAILABLE] += released - cost
-    bal[buyer_account, base, BAL_AVAILABLE] += base_lots
+        kept = buy_reserve(buyer_limit, at(orders, buyer).qty - at(orders, buyer).filled, qptl, reserve_bps)
+        released = at(orders, buyer).reserve - kept
+        at(orders, buyer).reserve = kept
+        at2(bal, buyer_account, quote).frozen -= released
+        at2(bal, buyer_account, quote).available += released - cost
+    at2(bal, buyer_account, base).available += base_lots
 
-    orders[seller].reserve -= base_lots
-    bal[seller_account, base, BAL_FROZEN] -= base_lots
-    bal[seller_account, quote, BAL_AVAILABLE] += notional - seller_fee
+    at(orders, seller).reserve -= base_lots
+    at2(bal, seller_account, base).frozen -= base_lots
+    at2(bal, seller_account, quote).available += notional - seller_fee
 
     fee_account = params[P_FEE_ACCOUNT]
-    bal[fee_account, quote, BAL_AVAILABLE] += maker_fee + taker_fee
+    at2(bal, fee_account, quote).available += maker_fee + taker_fee
 
     _clear_event(ev_words, n)
-    e = ev[n]
-    t = orders[taker]
-    m = orders[maker]
+    e = at(ev, n)
+    t = at(orders, taker)
+    m = at(orders, maker)
     e.seq = seq
     e.ts = ts
     e.kind = EV_TRADE
@@ -583,9 +560,9 @@ def fill(ev, ev_words, n, seq, ts, orders, levels, sym, bal, params, taker, make
 def can_trade(sym, s, buying, limit):
     """Is there an opposite order at or within ``limit``? (Spares the call to ``match`` when not.)"""
     if buying:
-        best = sym[s, S_BEST_ASK]
+        best = at(sym, s).best_ask
         return best != NO_PRICE and best <= limit
-    best = sym[s, S_BEST_BID]
+    best = at(sym, s).best_bid
     return best != NO_PRICE and best >= limit
 
 
@@ -597,43 +574,43 @@ def match(ev, ev_words, n, seq, ts, orders, levels, bits, sym, accts, bal, index
     Returns (events written so far, True if self-trade prevention cancelled the taker). The caller
     decides what happens to whatever the taker has left.
     """
-    s = orders[taker].symbol
-    buying = orders[taker].side == BUY
-    by_quote = orders[taker].by_quote != 0
-    account = orders[taker].account
+    s = at(orders, taker).symbol
+    buying = at(orders, taker).side == BUY
+    by_quote = at(orders, taker).by_quote != 0
+    account = at(orders, taker).account
     stp = params[P_STP]
-    min_price = sym[s, S_MIN_PRICE]
-    level_offset = sym[s, S_LEVEL_OFFSET]
-    qptl = sym[s, S_QPTL]
+    min_price = at(sym, s).min_price
+    level_offset = at(sym, s).level_offset
+    qptl = at(sym, s).qptl
     taker_bps = params[P_TAKER_BPS]
     while True:
-        if not by_quote and orders[taker].qty == orders[taker].filled:
+        if not by_quote and at(orders, taker).qty == at(orders, taker).filled:
             return n, False
         if buying:
-            price = sym[s, S_BEST_ASK]
+            price = at(sym, s).best_ask
             if price == NO_PRICE or price > limit:
                 return n, False
         else:
-            price = sym[s, S_BEST_BID]
+            price = at(sym, s).best_bid
             if price == NO_PRICE or price < limit:
                 return n, False
         lvl = level_offset + price - min_price
-        maker = levels[lvl].head
+        maker = at(levels, lvl).head
         while True:
-            next_maker = orders[maker].next
-            maker_leaves = orders[maker].qty - orders[maker].filled
+            next_maker = at(orders, maker).next
+            maker_leaves = at(orders, maker).qty - at(orders, maker).filled
             if by_quote:
                 # "While it can afford one more lot" comes first, before self-trade prevention.
-                lots = affordable_lots(orders[taker].reserve, price, qptl, taker_bps)
+                lots = affordable_lots(at(orders, taker).reserve, price, qptl, taker_bps)
                 if lots == 0:
                     return n, False
             else:
-                lots = orders[taker].qty - orders[taker].filled
+                lots = at(orders, taker).qty - at(orders, taker).filled
             if lots > maker_leaves:
                 lots = maker_leaves
-            if stp != STP_OFF and orders[maker].account == account:
+            if stp != STP_OFF and at(orders, maker).account == account:
                 if stp == STP_CANCEL_MAKER:
-                    last = levels[lvl].count == 1
+                    last = at(levels, lvl).count == 1
                     n = cancel_resting(ev, ev_words, n, seq, ts, orders, levels, bits, sym, accts, bal,
                                        index, params, maker, C_SELF_TRADE)
                     if last:
@@ -650,10 +627,10 @@ def match(ev, ev_words, n, seq, ts, orders, levels, bits, sym, accts, bal, index
                 if not by_quote:
                     return n, False  # the taker is filled
                 continue  # by quote amount: see whether what is left buys more of this maker
-            last = levels[lvl].count == 1
+            last = at(levels, lvl).count == 1
             book_unlink(orders, levels, bits, sym, maker)
             order_release(orders, accts, index, params, maker)
-            if not by_quote and orders[taker].qty == orders[taker].filled:
+            if not by_quote and at(orders, taker).qty == at(orders, taker).filled:
                 return n, False
             if last:
                 break
@@ -664,26 +641,26 @@ def match(ev, ev_words, n, seq, ts, orders, levels, bits, sym, accts, bal, index
 def fok_fillable(orders, levels, bits, sym, params, s, buying, account, limit, lots):
     """Would a FOK order for ``lots`` fill completely now? (A dry run of ``match``.)"""
     stp = params[P_STP]
-    min_price = sym[s, S_MIN_PRICE]
-    level_offset = sym[s, S_LEVEL_OFFSET]
-    base0 = sym[s, S_BITS0]
-    base1 = sym[s, S_BITS1]
-    base2 = sym[s, S_BITS2]
-    n_levels = sym[s, S_LEVELS]
-    price = sym[s, S_BEST_ASK] if buying else sym[s, S_BEST_BID]
+    min_price = at(sym, s).min_price
+    level_offset = at(sym, s).level_offset
+    base0 = at(sym, s).bits0
+    base1 = at(sym, s).bits1
+    base2 = at(sym, s).bits2
+    n_levels = at(sym, s).n_levels
+    price = at(sym, s).best_ask if buying else at(sym, s).best_bid
     while price != NO_PRICE:
         if (buying and price > limit) or (not buying and price < limit):
             return False
-        maker = levels[level_offset + price - min_price].head
+        maker = at(levels, level_offset + price - min_price).head
         while maker >= 0:
-            if stp != STP_OFF and orders[maker].account == account:
+            if stp != STP_OFF and at(orders, maker).account == account:
                 if stp != STP_CANCEL_MAKER:
                     return False
             else:
-                lots -= orders[maker].qty - orders[maker].filled
+                lots -= at(orders, maker).qty - at(orders, maker).filled
                 if lots <= 0:
                     return True
-            maker = orders[maker].next
+            maker = at(orders, maker).next
         offset = price - min_price
         if buying:
             found = next_set(bits, base0, base1, base2, n_levels, offset + 1)
@@ -697,17 +674,17 @@ def fok_fillable(orders, levels, bits, sym, params, s, buying, account, limit, l
 def worst_ask_for(levels, bits, sym, s, lots):
     """The price of the ask level where the cumulative ask quantity first reaches ``lots`` (the last
     ask level if the asks hold less; 0 with no asks)."""
-    price = sym[s, S_BEST_ASK]
+    price = at(sym, s).best_ask
     if price == NO_PRICE:
         return np.int64(0)
-    min_price = sym[s, S_MIN_PRICE]
-    level_offset = sym[s, S_LEVEL_OFFSET]
+    min_price = at(sym, s).min_price
+    level_offset = at(sym, s).level_offset
     offset = price - min_price
     while True:
-        lots -= levels[level_offset + offset].qty
+        lots -= at(levels, level_offset + offset).qty
         if lots <= 0:
             return min_price + offset
-        found = next_set(bits, sym[s, S_BITS0], sym[s, S_BITS1], sym[s, S_BITS2], sym[s, S_LEVELS], offset + 1)
+        found = next_set(bits, at(sym, s).bits0, at(sym, s).bits1, at(sym, s).bits2, at(sym, s).n_levels, offset + 1)
         if found < 0:
             return min_price + offset
         offset = found
@@ -718,7 +695,7 @@ def worst_ask_for(levels, bits, sym, s, lots):
 
 @kernel(inline=True)
 def _account_exists(accts, params, a):
-    return 0 <= a < params[P_N_ACCOUNTS] and accts[a, A_ACTIVE] != 0
+    return 0 <= a < params[P_N_ACCOUNTS] and at(accts, a).active != 0
 
 
 @kernel(inline=True)
@@ -750,16 +727,16 @@ def apply_new(c, ev, ev_words, n, orders, levels, bits, sym, accts, bal, supply,
             return emit_reject(ev, ev_words, n, c, R_INVALID_QUANTITY)
         if c.amount < 0:
             return emit_reject(ev, ev_words, n, c, R_INVALID_AMOUNT)
-    elif (otype == LIMIT and c.amount != 0) or qty < sym[s, S_MIN_QTY] or qty > sym[s, S_MAX_QTY]:
+    elif (otype == LIMIT and c.amount != 0) or qty < at(sym, s).min_qty or qty > at(sym, s).max_qty:
         return emit_reject(ev, ev_words, n, c, R_INVALID_QUANTITY)
     price = c.price
-    qptl = sym[s, S_QPTL]
+    qptl = at(sym, s).qptl
     if otype == LIMIT:
-        if price < sym[s, S_MIN_PRICE] or price > sym[s, S_MAX_PRICE]:
+        if price < at(sym, s).min_price or price > at(sym, s).max_price:
             return emit_reject(ev, ev_words, n, c, R_PRICE_OUT_OF_BAND)
-        if price * qty * qptl < sym[s, S_MIN_NOTIONAL]:
+        if price * qty * qptl < at(sym, s).min_notional:
             return emit_reject(ev, ev_words, n, c, R_BELOW_MIN_NOTIONAL)
-    elif by_quote and c.amount < sym[s, S_MIN_NOTIONAL]:
+    elif by_quote and c.amount < at(sym, s).min_notional:
         return emit_reject(ev, ev_words, n, c, R_BELOW_MIN_NOTIONAL)
     seq = c.seq
     if seq <= 0 or index_find(index, params, seq) >= 0:
@@ -770,32 +747,32 @@ def apply_new(c, ev, ev_words, n, orders, levels, bits, sym, accts, bal, supply,
     buying = side == BUY
     if tif == POST_ONLY:
         if buying:
-            best = sym[s, S_BEST_ASK]
+            best = at(sym, s).best_ask
             if best != NO_PRICE and price >= best:
                 return emit_reject(ev, ev_words, n, c, R_POST_ONLY_WOULD_CROSS)
         else:
-            best = sym[s, S_BEST_BID]
+            best = at(sym, s).best_bid
             if best != NO_PRICE and price <= best:
                 return emit_reject(ev, ev_words, n, c, R_POST_ONLY_WOULD_CROSS)
 
     # The reserve, and the price the order matches up to.
     if buying:
-        asset = sym[s, S_QUOTE]
+        asset = at(sym, s).quote
         if by_quote:
             reserve = c.amount
-            limit = sym[s, S_MAX_PRICE]
+            limit = at(sym, s).max_price
         else:
             limit = price if otype == LIMIT else worst_ask_for(levels, bits, sym, s, qty)
             reserve = buy_reserve(limit, qty, qptl, params[P_RESERVE_BPS])
     else:
-        asset = sym[s, S_BASE]
-        reserve = qty * sym[s, S_BPL]
-        limit = price if otype == LIMIT else sym[s, S_MIN_PRICE]
-    if reserve > bal[a, asset, BAL_AVAILABLE]:
+        asset = at(sym, s).base
+        reserve = qty * at(sym, s).bpl
+        limit = price if otype == LIMIT else at(sym, s).min_price
+    if reserve > at2(bal, a, asset).available:
         return emit_reject(ev, ev_words, n, c, R_INSUFFICIENT_FUNDS)
 
     slot = slot_alloc(orders, params) if may_rest else params[P_MAX_ORDERS]
-    o = orders[slot]
+    o = at(orders, slot)
     o.order_id = seq
     o.client_order_id = c.client_order_id
     o.price = price if otype == LIMIT else 0
@@ -814,8 +791,8 @@ def apply_new(c, ev, ev_words, n, orders, levels, bits, sym, accts, bal, supply,
         return emit_order(ev, ev_words, n, EV_CANCELLED, C_FOK, seq, c.ts, orders, sym, bal, slot, 0)
 
     o.reserve = reserve
-    bal[a, asset, BAL_AVAILABLE] -= reserve
-    bal[a, asset, BAL_FROZEN] += reserve
+    at2(bal, a, asset).available -= reserve
+    at2(bal, a, asset).frozen += reserve
     n = emit_order(ev, ev_words, n, EV_ACCEPTED, 0, seq, c.ts, orders, sym, bal, slot, reserve)
 
     self_trade = False
@@ -824,9 +801,9 @@ def apply_new(c, ev, ev_words, n, orders, levels, bits, sym, accts, bal, supply,
     if self_trade:
         n = end_order(ev, ev_words, n, seq, c.ts, orders, sym, bal, slot, C_SELF_TRADE)
     elif by_quote:
-        if orders[slot].reserve > 0:
+        if at(orders, slot).reserve > 0:
             n = end_order(ev, ev_words, n, seq, c.ts, orders, sym, bal, slot, C_MARKET_REMAINDER)
-    elif orders[slot].qty > orders[slot].filled:
+    elif at(orders, slot).qty > at(orders, slot).filled:
         if may_rest:
             book_link(orders, levels, bits, sym, slot)
             order_register(orders, accts, index, params, slot)
@@ -843,7 +820,7 @@ def _find_own_order(orders, index, params, order_id, account):
     if order_id <= 0:
         return np.int64(-1)
     slot = index_find(index, params, order_id)
-    if slot >= 0 and orders[slot].account != account:
+    if slot >= 0 and at(orders, slot).account != account:
         return np.int64(-1)
     return slot
 
@@ -867,50 +844,50 @@ def apply_replace(c, ev, ev_words, n, orders, levels, bits, sym, accts, bal, sup
     slot = _find_own_order(orders, index, params, c.order_id, a)
     if slot < 0:
         return emit_reject(ev, ev_words, n, c, R_UNKNOWN_ORDER)
-    o = orders[slot]
+    o = at(orders, slot)
     s = o.symbol
     price = c.price
     qty = c.qty
-    if price < sym[s, S_MIN_PRICE] or price > sym[s, S_MAX_PRICE]:
+    if price < at(sym, s).min_price or price > at(sym, s).max_price:
         return emit_reject(ev, ev_words, n, c, R_PRICE_OUT_OF_BAND)
-    if qty < sym[s, S_MIN_QTY] or qty > sym[s, S_MAX_QTY] or qty <= o.filled:
+    if qty < at(sym, s).min_qty or qty > at(sym, s).max_qty or qty <= o.filled:
         return emit_reject(ev, ev_words, n, c, R_INVALID_QUANTITY)
-    qptl = sym[s, S_QPTL]
-    if price * qty * qptl < sym[s, S_MIN_NOTIONAL]:
+    qptl = at(sym, s).qptl
+    if price * qty * qptl < at(sym, s).min_notional:
         return emit_reject(ev, ev_words, n, c, R_BELOW_MIN_NOTIONAL)
     buying = o.side == BUY
     if o.tif == POST_ONLY:
         if buying:
-            best = sym[s, S_BEST_ASK]
+            best = at(sym, s).best_ask
             if best != NO_PRICE and price >= best:
                 return emit_reject(ev, ev_words, n, c, R_POST_ONLY_WOULD_CROSS)
         else:
-            best = sym[s, S_BEST_BID]
+            best = at(sym, s).best_bid
             if best != NO_PRICE and price <= best:
                 return emit_reject(ev, ev_words, n, c, R_POST_ONLY_WOULD_CROSS)
     leaves = qty - o.filled
     if buying:
-        asset = sym[s, S_QUOTE]
+        asset = at(sym, s).quote
         reserve = buy_reserve(price, leaves, qptl, params[P_RESERVE_BPS])
     else:
-        asset = sym[s, S_BASE]
-        reserve = leaves * sym[s, S_BPL]
+        asset = at(sym, s).base
+        reserve = leaves * at(sym, s).bpl
     extra = reserve - o.reserve
-    if extra > bal[a, asset, BAL_AVAILABLE]:
+    if extra > at2(bal, a, asset).available:
         return emit_reject(ev, ev_words, n, c, R_INSUFFICIENT_FUNDS)
 
     keeps_priority = price == o.price and qty <= o.qty
     if keeps_priority:
-        s_off = sym[s, S_LEVEL_OFFSET] + price - sym[s, S_MIN_PRICE]
-        levels[s_off].qty -= o.qty - qty
+        s_off = at(sym, s).level_offset + price - at(sym, s).min_price
+        at(levels, s_off).qty -= o.qty - qty
     else:
         book_unlink(orders, levels, bits, sym, slot)
     o.price = price
     o.qty = qty
     o.client_order_id = c.client_order_id
     o.reserve = reserve
-    bal[a, asset, BAL_AVAILABLE] -= extra
-    bal[a, asset, BAL_FROZEN] += extra
+    at2(bal, a, asset).available -= extra
+    at2(bal, a, asset).frozen += extra
     n = emit_order(ev, ev_words, n, EV_REPLACED, 0, c.seq, c.ts, orders, sym, bal, slot, reserve)
     if keeps_priority:
         return n
@@ -920,7 +897,7 @@ def apply_replace(c, ev, ev_words, n, orders, levels, bits, sym, accts, bal, sup
     if self_trade:
         n = end_order(ev, ev_words, n, c.seq, c.ts, orders, sym, bal, slot, C_SELF_TRADE)
         order_release(orders, accts, index, params, slot)
-    elif orders[slot].qty > orders[slot].filled:
+    elif at(orders, slot).qty > at(orders, slot).filled:
         book_link(orders, levels, bits, sym, slot)
     else:
         order_release(orders, accts, index, params, slot)
@@ -936,10 +913,10 @@ def apply_cancel_all(c, ev, ev_words, n, orders, levels, bits, sym, accts, bal, 
     if s != ALL_SYMBOLS and (s < 0 or s >= params[P_N_SYMBOLS]):
         return emit_reject(ev, ev_words, n, c, R_UNKNOWN_SYMBOL)
     count = 0
-    slot = accts[a, A_HEAD]
+    slot = at(accts, a).head
     while slot >= 0:
-        nxt = orders[slot].acct_next
-        if s == ALL_SYMBOLS or orders[slot].symbol == s:
+        nxt = at(orders, slot).acct_next
+        if s == ALL_SYMBOLS or at(orders, slot).symbol == s:
             n = cancel_resting(ev, ev_words, n, c.seq, c.ts, orders, levels, bits, sym, accts, bal,
                                index, params, slot, C_USER)
             count += 1
@@ -963,10 +940,10 @@ def apply_funds(c, ev, ev_words, n, accts, bal, supply, params):
         if amount > INT64_MAX - supply[asset]:
             return emit_reject(ev, ev_words, n, c, R_BALANCE_OVERFLOW)
     else:
-        if amount > bal[a, asset, BAL_AVAILABLE]:
+        if amount > at2(bal, a, asset).available:
             return emit_reject(ev, ev_words, n, c, R_INSUFFICIENT_FUNDS)
         amount = -amount
-    bal[a, asset, BAL_AVAILABLE] += amount
+    at2(bal, a, asset).available += amount
     supply[asset] += amount
     return emit_balance(ev, ev_words, n, c.seq, c.ts, bal, a, asset, amount)
 
@@ -976,9 +953,9 @@ def apply_create_account(c, ev, ev_words, n, accts, params):
     a = c.account
     if a < 0 or a >= params[P_N_ACCOUNTS]:
         return emit_reject(ev, ev_words, n, c, R_UNKNOWN_ACCOUNT)
-    if accts[a, A_ACTIVE] != 0:
+    if at(accts, a).active != 0:
         return emit_reject(ev, ev_words, n, c, R_ACCOUNT_EXISTS)
-    accts[a, A_ACTIVE] = 1
+    at(accts, a).active = 1
     return emit_simple(ev, ev_words, n, c.seq, c.ts, EV_ACCOUNT_CREATED, a, 0, 0)
 
 
@@ -1017,13 +994,13 @@ def event_bound(c, orders, sym, accts, params):
     a = c.account
     own = np.int64(0)
     if 0 <= a < params[P_N_ACCOUNTS]:
-        own = np.int64(accts[a, A_OPEN])
+        own = np.int64(at(accts, a).open_orders)
     if kind == CANCEL_ALL:
         return EVENTS_PER_COMMAND + EVENTS_PER_CANCEL * own
     if kind == NEW or kind == CANCEL_REPLACE:
         s = c.symbol
         if kind == NEW and 0 <= s < params[P_N_SYMBOLS]:
-            opposite = sym[s, S_ASK_ORDERS] if c.side == BUY else sym[s, S_BID_ORDERS]
+            opposite = at(sym, s).ask_orders if c.side == BUY else at(sym, s).bid_orders
         else:
             opposite = params[P_OPEN_ORDERS]
         fills = opposite
@@ -1047,7 +1024,7 @@ def event_bound_tight(c, orders, levels, bits, sym, accts, index, params):
         return event_bound(c, orders, sym, accts, params)
     if not (0 <= a < params[P_N_ACCOUNTS]):
         return np.int64(EVENTS_PER_COMMAND)
-    own = np.int64(accts[a, A_OPEN])
+    own = np.int64(at(accts, a).open_orders)
     if kind == NEW:
         s = c.symbol
         if s < 0 or s >= params[P_N_SYMBOLS] or (c.side != BUY and c.side != SELL):
@@ -1056,30 +1033,30 @@ def event_bound_tight(c, orders, levels, bits, sym, accts, index, params):
         if c.order_type == LIMIT:
             limit = c.price
         else:
-            limit = sym[s, S_MAX_PRICE] if buying else sym[s, S_MIN_PRICE]
+            limit = at(sym, s).max_price if buying else at(sym, s).min_price
     else:
         slot = _find_own_order(orders, index, params, c.order_id, a)
         if slot < 0:
             return np.int64(EVENTS_PER_COMMAND)
-        s = orders[slot].symbol
-        buying = orders[slot].side == BUY
+        s = at(orders, slot).symbol
+        buying = at(orders, slot).side == BUY
         limit = c.price
     lots = c.qty if (c.amount == 0 and c.qty > 0) else INT64_MAX
     saturated = lots if lots > own else own
-    min_price = sym[s, S_MIN_PRICE]
-    level_offset = sym[s, S_LEVEL_OFFSET]
+    min_price = at(sym, s).min_price
+    level_offset = at(sym, s).level_offset
     makers = np.int64(0)
-    price = sym[s, S_BEST_ASK] if buying else sym[s, S_BEST_BID]
+    price = at(sym, s).best_ask if buying else at(sym, s).best_bid
     while price != NO_PRICE and makers < saturated:
         if (buying and price > limit) or (not buying and price < limit):
             break
         offset = price - min_price
-        makers += levels[level_offset + offset].count
+        makers += at(levels, level_offset + offset).count
         if buying:
-            found = next_set(bits, sym[s, S_BITS0], sym[s, S_BITS1], sym[s, S_BITS2], sym[s, S_LEVELS],
+            found = next_set(bits, at(sym, s).bits0, at(sym, s).bits1, at(sym, s).bits2, at(sym, s).n_levels,
                              offset + 1)
         else:
-            found = prev_set(bits, sym[s, S_BITS0], sym[s, S_BITS1], sym[s, S_BITS2], sym[s, S_LEVELS],
+            found = prev_set(bits, at(sym, s).bits0, at(sym, s).bits1, at(sym, s).bits2, at(sym, s).n_levels,
                              offset - 1)
         price = NO_PRICE if found < 0 else min_price + found
     fills = _min(makers, lots) if lots != INT64_MAX else makers + 1  # see event_bound

@@ -46,39 +46,44 @@ LEVEL_DTYPE = np.dtype([("qty", "<i8"), ("head", "<i4"), ("tail", "<i4"), ("coun
 # One entry of the order-id index: key and value share a cache line.
 INDEX_DTYPE = np.dtype([("key", "<i8"), ("slot", "<i8")])
 
-# Columns of the symbol table (int64, one row per symbol).
-S_BASE = 0
-S_QUOTE = 1
-S_MIN_PRICE = 2  # ticks
-S_MAX_PRICE = 3
-S_LEVEL_OFFSET = 4  # first level of this symbol in the shared level array
-S_BITS0 = 5  # offsets of the three bitmap layers in the shared bitmap array
-S_BITS1 = 6
-S_BITS2 = 7
-S_LEVELS = 8  # price levels in the band: the ladder's length
-S_MIN_QTY = 9  # lots
-S_MAX_QTY = 10
-S_MIN_NOTIONAL = 11  # quote units
-S_BPL = 12  # base units per lot
-S_QPTL = 13  # quote units per tick x lot
-S_BEST_BID = 14  # ticks, or NO_PRICE
-S_BEST_ASK = 15
-S_BID_ORDERS = 16  # orders resting on each side
-S_ASK_ORDERS = 17
-SYMBOL_COLUMNS = 18
+# One row per symbol: its configuration as integers, and the state of its book.
+SYMBOL_DTYPE = np.dtype(
+    [
+        ("base", "<i8"),  # asset ids
+        ("quote", "<i8"),
+        ("min_price", "<i8"),  # ticks: the band
+        ("max_price", "<i8"),
+        ("level_offset", "<i8"),  # first level of this symbol in the shared level array
+        ("bits0", "<i8"),  # offsets of the three bitmap layers in the shared bitmap array
+        ("bits1", "<i8"),
+        ("bits2", "<i8"),
+        ("n_levels", "<i8"),  # price levels in the band: the ladder's length
+        ("min_qty", "<i8"),  # lots
+        ("max_qty", "<i8"),
+        ("min_notional", "<i8"),  # quote units
+        ("bpl", "<i8"),  # base units per lot
+        ("qptl", "<i8"),  # quote units per tick x lot
+        ("best_bid", "<i8"),  # ticks, or NO_PRICE
+        ("best_ask", "<i8"),
+        ("bid_orders", "<i8"),  # orders resting on each side
+        ("ask_orders", "<i8"),
+    ]
+)
 
 NO_PRICE = -1
 
-# Columns of the account table (int32, one row per account id).
-A_ACTIVE = 0  # 1 once created
-A_OPEN = 1  # open orders
-A_HEAD = 2  # oldest open order's slot, or -1
-A_TAIL = 3  # newest open order's slot, or -1
-ACCOUNT_COLUMNS = 4
+# One row per account id.
+ACCOUNT_DTYPE = np.dtype(
+    [
+        ("active", "<i4"),  # 1 once created
+        ("open_orders", "<i4"),
+        ("head", "<i4"),  # oldest open order's slot, or -1
+        ("tail", "<i4"),  # newest open order's slot, or -1
+    ]
+)
 
-# Balance array: int64 [account, asset, BAL_*].
-BAL_AVAILABLE = 0
-BAL_FROZEN = 1
+# One per account and asset: balances[account, asset].
+BALANCE_DTYPE = np.dtype([("available", "<i8"), ("frozen", "<i8")])
 
 # Parameters and counters (int64 vector).
 P_FEE_ACCOUNT = 0
@@ -109,9 +114,9 @@ class EngineArrays:
     orders: np.ndarray  # ORDER_DTYPE [max_open_orders + 1]
     levels: np.ndarray  # LEVEL_DTYPE [sum of symbol levels]
     bits: np.ndarray  # uint64, three bitmap layers per symbol: which levels are non-empty
-    symbols: np.ndarray  # int64 [symbols, SYMBOL_COLUMNS]
-    accounts: np.ndarray  # int32 [max_accounts, ACCOUNT_COLUMNS]
-    balances: np.ndarray  # int64 [max_accounts, assets, 2]
+    symbols: np.ndarray  # SYMBOL_DTYPE [symbols]
+    accounts: np.ndarray  # ACCOUNT_DTYPE [max_accounts]
+    balances: np.ndarray  # BALANCE_DTYPE [max_accounts, assets]
     supply: np.ndarray  # int64 [assets]: deposits - withdrawals
     index: np.ndarray  # INDEX_DTYPE: order id -> slot, open addressing; key 0 = empty
     params: np.ndarray  # int64 [PARAM_COUNT]
@@ -140,7 +145,7 @@ def allocate(config: ExchangeConfig) -> EngineArrays:
     max_orders = config.capacity.max_open_orders
     max_accounts = config.capacity.max_accounts
 
-    symbols = np.zeros((max(len(config.symbols), 1), SYMBOL_COLUMNS), dtype=np.int64)
+    symbols = np.zeros(max(len(config.symbols), 1), dtype=SYMBOL_DTYPE)
     level_total = 0
     bit_total = 0
     for s in config.symbols:
@@ -148,22 +153,22 @@ def allocate(config: ExchangeConfig) -> EngineArrays:
         words0 = _words(s.levels)
         words1 = _words(words0)
         words2 = _words(words1)
-        row[S_BASE] = s.base.id
-        row[S_QUOTE] = s.quote.id
-        row[S_MIN_PRICE] = s.min_price_ticks
-        row[S_MAX_PRICE] = s.max_price_ticks
-        row[S_LEVEL_OFFSET] = level_total
-        row[S_BITS0] = bit_total
-        row[S_BITS1] = bit_total + words0
-        row[S_BITS2] = bit_total + words0 + words1
-        row[S_LEVELS] = s.levels
-        row[S_MIN_QTY] = s.min_qty_lots
-        row[S_MAX_QTY] = s.max_qty_lots
-        row[S_MIN_NOTIONAL] = s.min_notional_units
-        row[S_BPL] = s.base_units_per_lot
-        row[S_QPTL] = s.quote_units_per_tick_lot
-        row[S_BEST_BID] = NO_PRICE
-        row[S_BEST_ASK] = NO_PRICE
+        row["base"] = s.base.id
+        row["quote"] = s.quote.id
+        row["min_price"] = s.min_price_ticks
+        row["max_price"] = s.max_price_ticks
+        row["level_offset"] = level_total
+        row["bits0"] = bit_total
+        row["bits1"] = bit_total + words0
+        row["bits2"] = bit_total + words0 + words1
+        row["n_levels"] = s.levels
+        row["min_qty"] = s.min_qty_lots
+        row["max_qty"] = s.max_qty_lots
+        row["min_notional"] = s.min_notional_units
+        row["bpl"] = s.base_units_per_lot
+        row["qptl"] = s.quote_units_per_tick_lot
+        row["best_bid"] = NO_PRICE
+        row["best_ask"] = NO_PRICE
         level_total += s.levels
         bit_total += words0 + words1 + words2
 
@@ -186,10 +191,10 @@ def allocate(config: ExchangeConfig) -> EngineArrays:
     params[P_FREE_HEAD] = -1
     params[P_BPS_DENOMINATOR] = BPS_DENOMINATOR
 
-    accounts = np.zeros((max_accounts, ACCOUNT_COLUMNS), dtype=np.int32)
-    accounts[:, A_HEAD] = -1
-    accounts[:, A_TAIL] = -1
-    accounts[config.fees.fee_account, A_ACTIVE] = 1
+    accounts = np.zeros(max_accounts, dtype=ACCOUNT_DTYPE)
+    accounts["head"] = -1
+    accounts["tail"] = -1
+    accounts["active"][config.fees.fee_account] = 1
 
     return EngineArrays(
         orders=np.zeros(max_orders + 1, dtype=ORDER_DTYPE),
@@ -197,7 +202,7 @@ def allocate(config: ExchangeConfig) -> EngineArrays:
         bits=np.zeros(max(bit_total, 1), dtype=np.uint64),
         symbols=symbols,
         accounts=accounts,
-        balances=np.zeros((max_accounts, n_assets, 2), dtype=np.int64),
+        balances=np.zeros((max_accounts, n_assets), dtype=BALANCE_DTYPE),
         supply=np.zeros(n_assets, dtype=np.int64),
         index=np.zeros(index_size, dtype=INDEX_DTYPE),
         params=params,

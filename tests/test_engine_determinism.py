@@ -20,7 +20,6 @@ from common.records import EventKind, TimeInForce
 from engine.core import Engine
 from engine.digest import ORDER_ROW_FIELDS
 from engine.kernels import index_find
-from engine.layout import A_ACTIVE, BAL_AVAILABLE, BAL_FROZEN
 from engine.reference import ReferenceEngine
 from tests.builders import BTC, BTC_USDT, ETH, ETH_USDT, USDT, CommandTape, make_config
 from tests.test_engine_properties import CONFIGS, assert_same_events, command_streams, to_commands
@@ -211,15 +210,15 @@ def test_the_hash_changes_when_any_balance_or_supply_changes():
     fast, _ = _book()
     original = fast.state_hash()
     arrays = fast.arrays
-    existing = np.flatnonzero(arrays.accounts[:, A_ACTIVE]).tolist()
+    existing = np.flatnonzero(arrays.accounts["active"]).tolist()
     assert len(existing) == 3  # the fee account, 1 and 2
     seen = {original}
     for account in existing:
         for asset in range(arrays.balances.shape[1]):
-            for column in (BAL_AVAILABLE, BAL_FROZEN):
-                arrays.balances[account, asset, column] += 1
+            for column in ("available", "frozen"):
+                arrays.balances[column][account, asset] += 1
                 changed = fast.state_hash()
-                arrays.balances[account, asset, column] -= 1
+                arrays.balances[column][account, asset] -= 1
                 assert changed not in seen, f"account {account} asset {asset} column {column}"
                 seen.add(changed)
     for asset in range(len(arrays.supply)):
@@ -227,13 +226,13 @@ def test_the_hash_changes_when_any_balance_or_supply_changes():
         assert fast.state_hash() not in seen
         arrays.supply[asset] -= 1
     # Balances of accounts that do not exist are not part of the state.
-    arrays.balances[5, USDT, BAL_AVAILABLE] += 1
+    arrays.balances["available"][5, USDT] += 1
     assert fast.state_hash() == original
-    arrays.balances[5, USDT, BAL_AVAILABLE] -= 1
+    arrays.balances["available"][5, USDT] -= 1
     # Creating an account (all zero) is a change.
-    arrays.accounts[5, A_ACTIVE] = 1
+    arrays.accounts["active"][5] = 1
     assert fast.state_hash() != original
-    arrays.accounts[5, A_ACTIVE] = 0
+    arrays.accounts["active"][5] = 0
     assert fast.state_hash() == original
 
 

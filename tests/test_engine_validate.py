@@ -16,22 +16,7 @@ import pytest
 from engine.core import Engine
 from engine.invariants import InvariantViolation
 from engine.kernels import index_find
-from engine.layout import (
-    A_HEAD,
-    A_OPEN,
-    BAL_AVAILABLE,
-    BAL_FROZEN,
-    P_FREE_HEAD,
-    P_OPEN_ORDERS,
-    S_BEST_ASK,
-    S_BEST_BID,
-    S_BID_ORDERS,
-    S_BITS0,
-    S_BITS1,
-    S_BITS2,
-    S_LEVEL_OFFSET,
-    S_MIN_PRICE,
-)
+from engine.layout import P_FREE_HEAD, P_OPEN_ORDERS
 from engine.reference import ReferenceEngine
 from tests.builders import BTC, BTC_USDT, ETH, ETH_USDT, USDT, CommandTape, make_config
 
@@ -74,12 +59,12 @@ class Book:
 
     def level(self, symbol: int, price: int):
         row = self.arrays.symbols[symbol]
-        return self.arrays.levels[int(row[S_LEVEL_OFFSET] + price - row[S_MIN_PRICE])]
+        return self.arrays.levels[int(row["level_offset"] + price - row["min_price"])]
 
     def bitmap_word(self, symbol: int, layer: int, index: int) -> tuple[int, np.uint64]:
         """(position in the shared bit array, bit) of ``index`` in one layer of a symbol's bitmap."""
         row = self.arrays.symbols[symbol]
-        base = int(row[(S_BITS0, S_BITS1, S_BITS2)[layer]])
+        base = int(row[("bits0", "bits1", "bits2")[layer]])
         return base + (index >> 6), np.uint64(1) << np.uint64(index & 63)
 
 
@@ -117,13 +102,13 @@ def _set_field(record_array: np.ndarray, index: int, field: str, value) -> Calla
 
 
 def balance_plus_one(b: Book):
-    return _add(b.arrays.balances, (1, USDT, BAL_AVAILABLE))
+    return _add(b.arrays.balances["available"], (1, USDT))
 
 
 def frozen_moved_from_available(b: Book):
     # The total is unchanged, so only the frozen == sum of reserves rule can see it.
-    undo_available = _add(b.arrays.balances, (2, BTC, BAL_AVAILABLE), -1)
-    undo_frozen = _add(b.arrays.balances, (2, BTC, BAL_FROZEN), +1)
+    undo_available = _add(b.arrays.balances["available"], (2, BTC), -1)
+    undo_frozen = _add(b.arrays.balances["frozen"], (2, BTC), +1)
     return lambda: (undo_available(), undo_frozen())
 
 
@@ -134,8 +119,8 @@ def supply_changed(b: Book):
 def negative_available(b: Book):
     # A balance below zero, the supply adjusted so that conservation still holds.
     a = b.arrays
-    amount = int(a.balances[1, ETH, BAL_AVAILABLE]) + 1
-    undo_balance = _add(a.balances, (1, ETH, BAL_AVAILABLE), -amount)
+    amount = int(a.balances[1, ETH]["available"]) + 1
+    undo_balance = _add(a.balances["available"], (1, ETH), -amount)
     undo_supply = _add(a.supply, ETH, -amount)
     return lambda: (undo_balance(), undo_supply())
 
@@ -148,8 +133,8 @@ def order_reserve_with_frozen(b: Book):
     # Reserve and frozen both +1, taken from available: only the freezing rule is broken.
     slot = b.slot(b.a161)
     undo_reserve = _set_field(b.arrays.orders, slot, "reserve", int(b.arrays.orders[slot]["reserve"]) + 1)
-    undo_frozen = _add(b.arrays.balances, (1, BTC, BAL_FROZEN), 1)
-    undo_available = _add(b.arrays.balances, (1, BTC, BAL_AVAILABLE), -1)
+    undo_frozen = _add(b.arrays.balances["frozen"], (1, BTC), 1)
+    undo_available = _add(b.arrays.balances["available"], (1, BTC), -1)
     return lambda: (undo_reserve(), undo_frozen(), undo_available())
 
 
@@ -201,15 +186,15 @@ def bitmap_layer2_bit_cleared(b: Book):
 
 
 def best_bid(b: Book):
-    return _put(b.arrays.symbols, (BTC_USDT, S_BEST_BID), 139)
+    return _put(b.arrays.symbols["best_bid"], BTC_USDT, 139)
 
 
 def best_ask_crossed(b: Book):
-    return _put(b.arrays.symbols, (BTC_USDT, S_BEST_ASK), 140)
+    return _put(b.arrays.symbols["best_ask"], BTC_USDT, 140)
 
 
 def side_order_count(b: Book):
-    return _add(b.arrays.symbols, (BTC_USDT, S_BID_ORDERS))
+    return _add(b.arrays.symbols["bid_orders"], BTC_USDT)
 
 
 def open_orders_counter(b: Book):
@@ -229,11 +214,11 @@ def index_slot_wrong(b: Book):
 
 
 def account_open_count(b: Book):
-    return _add(b.arrays.accounts, (2, A_OPEN))
+    return _add(b.arrays.accounts["open_orders"], 2)
 
 
 def account_list_head(b: Book):
-    return _put(b.arrays.accounts, (1, A_HEAD), b.slot(b.b139))
+    return _put(b.arrays.accounts["head"], 1, b.slot(b.b139))
 
 
 def free_list_head(b: Book):
@@ -243,7 +228,7 @@ def free_list_head(b: Book):
 
 def _level_index(b: Book, symbol: int, price: int) -> int:
     row = b.arrays.symbols[symbol]
-    return int(row[S_LEVEL_OFFSET] + price - row[S_MIN_PRICE])
+    return int(row["level_offset"] + price - row["min_price"])
 
 
 def _with(level: np.void, **fields) -> np.void:

@@ -22,7 +22,7 @@ from numba import njit
 from common.config import parse_config
 from engine.core import Engine
 from engine.ladder import bit_clear, bit_set, next_set, prev_set
-from engine.layout import NO_PRICE, S_BEST_ASK
+from engine.layout import NO_PRICE
 from engine.reference import ReferenceEngine
 from tests.builders import BTC, USDT, CommandTape, summary
 
@@ -336,7 +336,7 @@ def test_cancelling_the_only_ask_at_the_top_of_the_band_leaves_no_best_ask(level
     tape.cancel(2, ask)
     fast = Engine(config)
     fast.apply(tape.array())
-    assert int(fast.arrays.symbols[0, S_BEST_ASK]) == NO_PRICE
+    assert int(fast.arrays.symbols["best_ask"][0]) == NO_PRICE
     fast.validate()
 
 
