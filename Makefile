@@ -1,11 +1,11 @@
-# The two entry points a fresh machine needs: `make test` and (with the pipeline) `make run`.
+# The two entry points a fresh machine needs: `make test` and `make run`.
 # Each creates the virtual environment and installs the project on first use.
 PYTHON ?= python3
 VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: test bench clean
+.PHONY: test run ctl bench clean
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -15,6 +15,14 @@ $(STAMP): pyproject.toml
 
 test: $(STAMP)
 	$(BIN)/python -m pytest $(PYTEST_ARGS)
+
+# The whole exchange in the foreground under supervisord (Ctrl-C stops it).
+run: $(STAMP)
+	$(BIN)/python -m common.launch
+
+# supervisorctl against the running exchange: make ctl CMD=status
+ctl: $(STAMP)
+	$(BIN)/python -m common.launch ctl $(CMD)
 
 bench: $(STAMP)
 	$(BIN)/python -m bench.engine

@@ -14,7 +14,7 @@ import time
 import numpy as np
 import psutil
 
-from common.config import parse_config
+from common.config import default_document, parse_config
 from common.records import COMMAND_DTYPE, CommandKind, OrderType, Side, TimeInForce
 
 ASSETS = 10
@@ -24,8 +24,8 @@ CHUNK = 1_000_000
 
 
 def capacity_config(orders: int, accounts: int):
-    document = {
-        "engine": {"self_trade_prevention": "cancel_taker", "event_buffer": 65536},
+    document = default_document()
+    document.update({
         "fees": {"maker_bps": 2, "taker_bps": 5, "fee_account": 0},
         "capacity": {"max_open_orders": orders, "max_accounts": accounts},
         "assets": [{"name": f"A{i}", "decimals": 0} for i in range(ASSETS)],
@@ -35,7 +35,7 @@ def capacity_config(orders: int, accounts: int):
              "price_max": str(BAND[1])}
             for i in range(SYMBOLS)
         ],
-    }
+    })
     return parse_config(document, source="<capacity benchmark>")
 
 

@@ -19,7 +19,7 @@ from pathlib import Path
 
 import numpy as np
 
-from common.config import ExchangeConfig, parse_config
+from common.config import ExchangeConfig, default_document, parse_config
 from common.records import COMMAND_DTYPE, CommandKind, OrderType, Side, TimeInForce
 from engine.core import Engine
 from engine.inspection import open_order_rows
@@ -82,8 +82,8 @@ def workload_config(spec: WorkloadSpec, *, max_open_orders: int | None = None) -
         }
         for i in range(spec.symbols)
     ]
-    document = {
-        "engine": {"self_trade_prevention": "cancel_taker", "event_buffer": 65536},
+    document = default_document()
+    document.update({
         "fees": {"maker_bps": 2, "taker_bps": 5, "fee_account": 0},
         "capacity": {
             "max_open_orders": max_open_orders or max(4 * spec.symbols * spec.resting_per_symbol, 1 << 16),
@@ -91,7 +91,7 @@ def workload_config(spec: WorkloadSpec, *, max_open_orders: int | None = None) -
         },
         "assets": assets,
         "symbols": symbols,
-    }
+    })
     return parse_config(document, source=f"<workload {spec.name}>")
 
 

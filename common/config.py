@@ -15,12 +15,13 @@ import re
 import tomllib
 from dataclasses import dataclass
 from decimal import Decimal
-from enum import IntEnum
+from enum import Enum
 from importlib import resources
 from pathlib import Path
 from typing import Any, Mapping
 
 from common.fixedpoint import INT64_MAX, FixedPointError, Step
+from common.records import SelfTradePrevention
 
 CONFIG_ENV_VAR = "EXCHANGE_CONFIG"
 DEFAULT_CONFIG_RESOURCE = "default_config.toml"
@@ -34,19 +35,12 @@ BPS_DENOMINATOR = 10_000
 
 _ASSET_NAME = re.compile(r"[A-Z0-9]{1,16}")
 _SYMBOL_NAME = re.compile(r"[A-Z0-9][A-Z0-9_-]{0,31}")
+_PROCESS_NAME = re.compile(r"[a-z0-9][a-z0-9-]{0,31}")
+_ENDPOINT = re.compile(r"tcp://[^\s:]+:\d{1,5}|ipc://\S+|inproc://\S+")
 
 
 class ConfigError(ValueError):
     """The configuration cannot be used; the message names the offending key."""
-
-
-class SelfTradePrevention(IntEnum):
-    """What happens when an order would trade against an order of the same account."""
-
-    OFF = 0  # the trade happens
-    CANCEL_TAKER = 1  # the incoming order's remainder is cancelled; the resting order stays
-    CANCEL_MAKER = 2  # the resting order is cancelled; the incoming order goes on matching
-    CANCEL_BOTH = 3  # both are cancelled
 
 
 @dataclass(frozen=True, slots=True)
@@ -105,6 +99,62 @@ class CapacityConfig:
 class EngineConfig:
     self_trade_prevention: SelfTradePrevention
     event_buffer: int  # event records the engine's buffer holds before a batch is split
+    reports: str  # PUB endpoint the engine binds: reports per gateway, market data, account events
+    queries: str  # ROUTER endpoint the engine binds: order status, open orders, balances, resends
+    recent_reports: int  # report messages kept per gateway topic, to answer a resend after a gap
+
+
+class Durability(str, Enum):
+    """When the sequencer considers a batch journaled (it publishes only after that)."""
+
+    PROCESS = "process"  # committed to LMDB in the OS page cache: survives any process crash
+    FSYNC = "fsync"  # committed and flushed to disk: survives a power loss
+
+
+@dataclass(frozen=True, slots=True)
+class SequencerConfig:
+    intake: str  # PULL endpoint the sequencer binds; every gateway PUSHes commands to it
+    stream: str  # PUB endpoint the sequencer binds: sequenced batches, after they are journaled
+    replay: str  # ROUTER endpoint the sequencer binds: ranges of the journal on request
+    durability: Durability
+    max_batch: int  # commands per batch (one LMDB transaction, one published message) at most
+    heartbeat_ms: int  # when idle, the stream repeats the last sequence number this often
+    journal_map_bytes: int  # initial LMDB map size of the journal
+
+
+@dataclass(frozen=True, slots=True)
+class GatewayInstance:
+    id: int  # 1..65535, the `origin` of its commands and the topic of its reports
+    name: str
+    fix: str  # ROUTER endpoint for FIX-like clients
+
+
+@dataclass(frozen=True, slots=True)
+class GatewayConfig:
+    logon_window_ms: int  # how far a Logon's SendingTime may be from the gateway's clock
+    heartbeat_s: int  # HeartBtInt the gateway asks for; a silent session is logged out after 2x
+    max_message_bytes: int  # larger client frames are refused unread
+    instances: tuple[GatewayInstance, ...]
+
+    def instance(self, name: str) -> GatewayInstance:
+        for gateway in self.instances:
+            if gateway.name == name:
+                return gateway
+        raise KeyError(f"unknown gateway {name!r}")
+
+
+@dataclass(frozen=True, slots=True)
+class PathsConfig:
+    data_dir: Path  # journal, credentials (relative paths are relative to the working directory)
+    log_dir: Path
+
+    @property
+    def journal_dir(self) -> Path:
+        return self.data_dir / "journal"
+
+    @property
+    def credentials_dir(self) -> Path:
+        return self.data_dir / "credentials"
 
 
 @dataclass(frozen=True, slots=True)
@@ -114,6 +164,9 @@ class ExchangeConfig:
     fees: FeeConfig
     capacity: CapacityConfig
     engine: EngineConfig
+    sequencer: SequencerConfig
+    gateway: GatewayConfig
+    paths: PathsConfig
     source: str = "<memory>"
 
     def asset(self, name: str) -> AssetConfig:
@@ -165,6 +218,9 @@ def parse_config(document: Mapping[str, Any], *, source: str = "<memory>") -> Ex
     fees_section = reader.section("fees")
     capacity_section = reader.section("capacity")
     engine_section = reader.section("engine")
+    sequencer_section = reader.section("sequencer")
+    gateway_section = reader.section("gateway")
+    paths_section = reader.section("paths")
     asset_tables = reader.table_list("assets")
     symbol_tables = reader.table_list("symbols")
     reader.finish()
@@ -195,8 +251,53 @@ def parse_config(document: Mapping[str, Any], *, source: str = "<memory>") -> Ex
     engine = EngineConfig(
         self_trade_prevention=stp,
         event_buffer=engine_section.integer("event_buffer", minimum=64, maximum=1 << 26),
+        reports=engine_section.endpoint("reports"),
+        queries=engine_section.endpoint("queries"),
+        recent_reports=engine_section.integer("recent_reports", minimum=16, maximum=1 << 24),
     )
     engine_section.finish()
+
+    durability_name = sequencer_section.string("durability")
+    try:
+        durability = Durability(durability_name)
+    except ValueError:
+        choices = ", ".join(d.value for d in Durability)
+        raise ConfigError(f"{source}: sequencer.durability: {durability_name!r} is not one of {choices}") from None
+    sequencer = SequencerConfig(
+        intake=sequencer_section.endpoint("intake"),
+        stream=sequencer_section.endpoint("stream"),
+        replay=sequencer_section.endpoint("replay"),
+        durability=durability,
+        max_batch=sequencer_section.integer("max_batch", minimum=1, maximum=1 << 20),
+        heartbeat_ms=sequencer_section.integer("heartbeat_ms", minimum=10, maximum=60_000),
+        journal_map_bytes=sequencer_section.integer("journal_map_bytes", minimum=1 << 20, maximum=1 << 44),
+    )
+    sequencer_section.finish()
+
+    instances = []
+    for table in gateway_section.table_list("instances"):
+        instance = GatewayInstance(
+            id=table.integer("id", minimum=1, maximum=65535),
+            name=table.string("name", pattern=_PROCESS_NAME, pattern_text="1-32 of a-z, 0-9 and '-'"),
+            fix=table.endpoint("fix"),
+        )
+        if any(g.id == instance.id or g.name == instance.name for g in instances):
+            table.fail("id", f"gateway {instance.name!r} (id {instance.id}) is listed twice")
+        instances.append(instance)
+        table.finish()
+    if not instances:
+        gateway_section.fail("instances", "at least one gateway is required")
+    gateway = GatewayConfig(
+        logon_window_ms=gateway_section.integer("logon_window_ms", minimum=100, maximum=3_600_000),
+        heartbeat_s=gateway_section.integer("heartbeat_s", minimum=1, maximum=3600),
+        max_message_bytes=gateway_section.integer("max_message_bytes", minimum=256, maximum=1 << 20),
+        instances=tuple(instances),
+    )
+    gateway_section.finish()
+
+    paths = PathsConfig(data_dir=paths_section.filesystem_path("data_dir"),
+                        log_dir=paths_section.filesystem_path("log_dir"))
+    paths_section.finish()
 
     if not asset_tables:
         raise ConfigError(f"{source}: assets: at least one asset is required")
@@ -224,6 +325,9 @@ def parse_config(document: Mapping[str, Any], *, source: str = "<memory>") -> Ex
         fees=fees,
         capacity=capacity,
         engine=engine,
+        sequencer=sequencer,
+        gateway=gateway,
+        paths=paths,
         source=source,
     )
 
@@ -347,6 +451,18 @@ class _Section:
             self.fail(key, f"{value!r} must be {pattern_text}")
         return value
 
+    def endpoint(self, key: str) -> str:
+        value = self.string(key)
+        if not _ENDPOINT.fullmatch(value):
+            self.fail(key, f"{value!r} is not a ZeroMQ endpoint (tcp://host:port, ipc://path or inproc://name)")
+        return value
+
+    def filesystem_path(self, key: str) -> Path:
+        value = self.string(key)
+        if not value or "\0" in value:
+            self.fail(key, "must be a non-empty path")
+        return Path(value)
+
     def asset(self, key: str, assets_by_name: Mapping[str, AssetConfig]) -> AssetConfig:
         name = self.string(key)
         if name not in assets_by_name:
@@ -387,6 +503,13 @@ class _Section:
         if remainder or whole == 0:
             self.fail(key, f"must be a whole number of the smallest unit of {unit_name}")
         return whole
+
+
+def default_document() -> dict[str, Any]:
+    """The packaged default configuration as a plain (mutable, freshly parsed) TOML document: a base
+    that tests and benchmarks change a few sections of, instead of repeating every key."""
+    text = resources.files("common").joinpath(DEFAULT_CONFIG_RESOURCE).read_text(encoding="utf-8")
+    return tomllib.loads(text, parse_float=Decimal)
 
 
 def default_config() -> ExchangeConfig:

@@ -49,6 +49,15 @@ class TimeInForce(IntEnum):
     POST_ONLY = 4  # rests without trading; refused if it would trade on arrival
 
 
+class SelfTradePrevention(IntEnum):
+    """What happens when an order would trade against an order of the same account (config)."""
+
+    OFF = 0  # the trade happens
+    CANCEL_TAKER = 1  # the incoming order's remainder is cancelled; the resting order stays
+    CANCEL_MAKER = 2  # the resting order is cancelled; the incoming order goes on matching
+    CANCEL_BOTH = 3  # both are cancelled
+
+
 class EventKind(IntEnum):
     ACCEPTED = 1  # a NEW order passed every check and is live (it may trade at once)
     REJECTED = 2  # a command was refused; nothing changed; ``reason`` is a RejectReason

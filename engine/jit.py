@@ -32,7 +32,6 @@ KERNEL_SOURCES = (
     "engine/inspection.py",
     "engine/unchecked.py",
     "common/records.py",
-    "common/config.py",
 )
 
 

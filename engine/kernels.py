@@ -12,9 +12,9 @@ from __future__ import annotations
 import numpy as np
 from engine.jit import kernel
 
-from common.config import SelfTradePrevention
 from common.records import (
     ALL_SYMBOLS,
+    SelfTradePrevention,
     EVENT_DTYPE,
     CancelReason,
     CommandKind,

@@ -24,10 +24,11 @@ from typing import Iterator
 
 import numpy as np
 
-from common.config import BPS_DENOMINATOR, ExchangeConfig, SelfTradePrevention, SymbolConfig
+from common.config import BPS_DENOMINATOR, ExchangeConfig, SymbolConfig
 from common.fixedpoint import INT64_MAX
 from common.records import (
     ALL_SYMBOLS,
+    SelfTradePrevention,
     COMMAND_DTYPE,
     EVENT_DTYPE,
     CancelReason,

@@ -12,7 +12,7 @@ from typing import Any
 
 import numpy as np
 
-from common.config import ExchangeConfig, parse_config
+from common.config import ExchangeConfig, default_document, parse_config
 from common.records import (
     ALL_SYMBOLS,
     COMMAND_DTYPE,
@@ -43,8 +43,9 @@ def make_config(
     event_buffer: int = 64,
     fee_account: int = FEE_ACCOUNT,
 ) -> ExchangeConfig:
-    document: dict[str, Any] = {
-        "engine": {"self_trade_prevention": stp, "event_buffer": event_buffer},
+    document: dict[str, Any] = default_document()
+    document["engine"].update(self_trade_prevention=stp, event_buffer=event_buffer)
+    document.update({
         "fees": {"maker_bps": maker_bps, "taker_bps": taker_bps, "fee_account": fee_account},
         "capacity": {"max_open_orders": max_open_orders, "max_accounts": max_accounts},
         "assets": [
@@ -78,7 +79,7 @@ def make_config(
                 "price_max": "50",  # 500 ticks
             },
         ],
-    }
+    })
     return parse_config(document, source="<tests.builders>")
 
 

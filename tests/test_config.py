@@ -21,9 +21,11 @@ from common.config import (
     MAX_FEE_BPS,
     MAX_LEVELS_PER_SYMBOL,
     ConfigError,
+    Durability,
     ExchangeConfig,
     SelfTradePrevention,
     default_config,
+    default_document,
     load_config,
     parse_config,
     parse_config_text,
@@ -37,6 +39,32 @@ OTHER_TEXT = """
 [engine]
 self_trade_prevention = "off"
 event_buffer = 1024
+reports = "ipc:///tmp/other-reports"
+queries = "ipc:///tmp/other-queries"
+recent_reports = 1000
+
+[sequencer]
+intake = "ipc:///tmp/other-intake"
+stream = "ipc:///tmp/other-stream"
+replay = "ipc:///tmp/other-replay"
+durability = "fsync"
+max_batch = 64
+heartbeat_ms = 100
+journal_map_bytes = 1048576
+
+[gateway]
+logon_window_ms = 1000
+heartbeat_s = 5
+max_message_bytes = 4096
+
+[[gateway.instances]]
+id = 9
+name = "other"
+fix = "ipc:///tmp/other-fix"
+
+[paths]
+data_dir = "/tmp/other/data"
+log_dir = "/tmp/other/log"
 
 [fees]
 maker_bps = 0
@@ -67,11 +95,6 @@ min_notional = "0"
 price_min = "1"
 price_max = "1000"
 """
-
-
-def default_document() -> dict[str, Any]:
-    """The packaged default as a fresh, mutable mapping (floats as Decimal, as the loader reads them)."""
-    return copy.deepcopy(tomllib.loads(DEFAULT_TEXT, parse_float=Decimal))
 
 
 def refusal(document: dict[str, Any]) -> str:
@@ -714,3 +737,45 @@ class TestSymbolsAreChecked:
         # rounded to 1 (which would silently change the market), so this ends up as a too-fine tick.
         message = refusal(one_symbol_document(tick_size="1.00000000000000000000000000001"))
         assert "symbols[0].tick_size: must be a whole number of the smallest unit of USDT" in message
+
+
+# --- the pipeline's sections -----------------------------------------------------------------------------
+
+
+class TestThePipelineSections:
+    def test_the_default_names_every_endpoint_and_path(self):
+        config = default_config()
+        assert config.sequencer.intake.startswith("tcp://127.0.0.1:")
+        assert config.sequencer.durability is Durability.PROCESS
+        assert config.gateway.instance("gw-1").id == 1
+        assert config.paths.journal_dir == config.paths.data_dir / "journal"
+        assert config.engine.reports != config.engine.queries
+
+    @pytest.mark.parametrize("endpoint", ["tcp://127.0.0.1:7000", "ipc:///tmp/x.sock", "inproc://a"])
+    def test_zeromq_endpoints_are_accepted(self, endpoint):
+        config = parse_config(changed(set_key("sequencer", "intake", value=endpoint)))
+        assert config.sequencer.intake == endpoint
+
+    @pytest.mark.parametrize("endpoint", ["127.0.0.1:7000", "http://x:1", "tcp://host", ""])
+    def test_anything_else_is_refused_naming_the_key(self, endpoint):
+        assert "sequencer.intake" in refusal(changed(set_key("sequencer", "intake", value=endpoint)))
+
+    def test_an_unknown_durability_is_refused_with_the_choices(self):
+        message = refusal(changed(set_key("sequencer", "durability", value="sometimes")))
+        assert "sequencer.durability" in message and "fsync" in message
+
+    def test_two_gateways_with_one_id_are_refused(self):
+        document = default_document()
+        document["gateway"]["instances"].append(dict(document["gateway"]["instances"][0], name="gw-2"))
+        assert "gateway.instances[1]" in refusal(document)
+
+    def test_a_gateway_section_without_instances_is_refused(self):
+        document = default_document()
+        document["gateway"]["instances"] = []
+        assert "gateway.instances" in refusal(document)
+
+    def test_a_missing_pipeline_section_is_named(self):
+        document = default_document()
+        del document["paths"]
+        assert "paths: missing key" in refusal(document)
+

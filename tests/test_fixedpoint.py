@@ -8,7 +8,7 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from common.config import default_config, parse_config_text
+from common.config import default_config, default_document, parse_config
 from common.fixedpoint import (
     INT64_MAX,
     MAX_TEXT_LENGTH,
@@ -33,37 +33,18 @@ ETH_BTC = CONFIG.symbol("ETH-BTC")  # tick 0.00001, lot 0.001
 USDT = CONFIG.asset("USDT")  # 6 decimals
 BTC = CONFIG.asset("BTC")  # 8 decimals
 
-NICKEL_CONFIG = parse_config_text(
-    """
-[engine]
-self_trade_prevention = "off"
-event_buffer = 1024
-[fees]
-maker_bps = 0
-taker_bps = 0
-fee_account = 0
-[capacity]
-max_open_orders = 10
-max_accounts = 10
-[[assets]]
-name = "XYZ"
-decimals = 3
-[[assets]]
-name = "USD"
-decimals = 2
-[[symbols]]
-name = "XYZ-USD"
-base = "XYZ"
-quote = "USD"
-tick_size = "0.05"
-lot_size = "0.2"
-min_qty = "0.2"
-max_qty = "1000"
-min_notional = "1"
-price_min = "0.05"
-price_max = "1000"
-"""
-)
+def _nickel_config():
+    """A symbol whose tick (0.05) and lot (0.2) are not powers of ten; a tick-lot is 1 cent."""
+    document = default_document()
+    document["assets"] = [{"name": "XYZ", "decimals": 3}, {"name": "USD", "decimals": 2}]
+    document["symbols"] = [{
+        "name": "XYZ-USD", "base": "XYZ", "quote": "USD", "tick_size": "0.05", "lot_size": "0.2",
+        "min_qty": "0.2", "max_qty": "1000", "min_notional": "1", "price_min": "0.05", "price_max": "1000",
+    }]
+    return parse_config(document, source="<tests.test_fixedpoint>")
+
+
+NICKEL_CONFIG = _nickel_config()
 XYZ_USD = NICKEL_CONFIG.symbol("XYZ-USD")  # tick 0.05, lot 0.2: not powers of ten; a tick-lot is 1 cent
 
 

@@ -19,7 +19,7 @@ from hypothesis import example, given, settings
 from hypothesis import strategies as st
 from numba import njit
 
-from common.config import parse_config
+from common.config import default_document, parse_config
 from engine.core import Engine
 from engine.ladder import bit_clear, bit_set, next_set, prev_set
 from engine.layout import NO_PRICE
@@ -289,13 +289,14 @@ def _config_with_levels(levels: int, extra_symbol: bool = False):
                 "min_qty": "0.001", "max_qty": "1", "min_notional": "0.1", "price_min": "100",
                 "price_max": str(price_max)}
 
-    document = {
-        "engine": {"self_trade_prevention": "cancel_taker", "event_buffer": 64},
+    document = default_document()
+    document["engine"].update(self_trade_prevention="cancel_taker", event_buffer=64)
+    document.update({
         "fees": {"maker_bps": 2, "taker_bps": 5, "fee_account": 0},
         "capacity": {"max_open_orders": 64, "max_accounts": 16},
         "assets": [{"name": "BTC", "decimals": 8}, {"name": "USDT", "decimals": 6}],
         "symbols": [symbol("TOP", 99 + levels)] + ([symbol("NEXT", 200)] if extra_symbol else []),
-    }
+    })
     config = parse_config(document, source="<tests.test_ladder>")
     assert config.symbols[0].levels == levels
     return config

@@ -1,0 +1,219 @@
+"""The journal: every sequenced command, in order, in an LMDB environment. The journal is the truth.
+
+Written by the sequencer only (one writer); read by anyone (the sequencer's replay, an engine
+rebuilding its state, tools), from any process, while the writer goes on.
+
+Format (version 1)
+------------------
+
+- An LMDB environment in a directory (``config.paths.journal_dir``: ``data.mdb``, ``lock.mdb``), with
+  one named database, ``commands``.
+- Key: the command's ``seq`` as an 8-byte **big-endian** unsigned integer, so that LMDB's byte order is
+  the sequence order. Keys run 1, 2, 3, ... without a gap.
+- Value: the 80-byte ``COMMAND_DTYPE`` record (``common.records``; little-endian fields, ``seq`` and
+  ``ts`` set by the sequencer) followed by the intake envelope (``common.intake.Envelope``) packed as a
+  msgpack map ``{"session": int, "clordid": str, "orig": str}``, exactly as it travels on the wire.
+- A batch is written in one write transaction: a reader sees all of it or none of it.
+
+Durability (``config.sequencer.durability``): ``process`` opens LMDB with ``sync=False``: a commit is
+in the OS page cache when ``append`` returns, which survives a crash of any process but not of the
+machine; ``fsync`` opens it with ``sync=True``: a commit is on disk when ``append`` returns.
+
+The map (the most bytes the file may grow to) starts at ``map_bytes`` and doubles whenever a
+transaction does not fit; the transaction is then retried, so a full map never stops the writer.
+Readers in other processes adopt a map grown by the writer on their next transaction.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Iterator
+
+import lmdb
+import msgpack
+import numpy as np
+
+from common.config import Durability
+from common.intake import Envelope
+from common.records import COMMAND_DTYPE
+from common.stream import SequencedBatch
+
+DB_NAME = b"commands"
+RECORD_BYTES = COMMAND_DTYPE.itemsize
+DEFAULT_CHUNK = 4096  # commands per batch that ``iterate`` yields
+_KEY_BYTES = 8
+
+
+class JournalError(ValueError):
+    """The journal refused a write (not contiguous, malformed) or holds something it should not."""
+
+
+def seq_key(seq: int) -> bytes:
+    """The LMDB key of a sequence number: 8 bytes, big-endian, so keys sort as numbers do."""
+    return seq.to_bytes(_KEY_BYTES, "big")
+
+
+def _key_seq(key: bytes) -> int:
+    return int.from_bytes(key, "big")
+
+
+class Journal:
+    """The LMDB journal at ``path``. ``Journal(path, map_bytes=..., durability=...)`` is the writer
+    (it creates the directory); ``readonly=True`` opens a reader of an existing journal."""
+
+    def __init__(
+        self,
+        path: str | os.PathLike[str],
+        *,
+        map_bytes: int,
+        durability: Durability,
+        readonly: bool = False,
+    ):
+        self.path = Path(path)
+        self.readonly = readonly
+        self.durability = Durability(durability)
+        if not readonly:
+            self.path.mkdir(parents=True, exist_ok=True)
+        elif not (self.path / "data.mdb").exists():
+            raise JournalError(f"no journal at {str(self.path)!r}")
+        self._env = lmdb.open(
+            str(self.path),
+            map_size=map_bytes,
+            max_dbs=1,
+            readonly=readonly,
+            sync=self.durability is Durability.FSYNC,
+            metasync=self.durability is Durability.FSYNC,
+            lock=True,  # a reader without locks is not safe beside a writer
+        )
+        try:
+            if readonly:
+                self._db = self._env.open_db(DB_NAME, create=False)
+            else:
+                self._db = self._env.open_db(DB_NAME, create=True)
+        except lmdb.Error as exc:
+            self._env.close()
+            raise JournalError(f"journal {str(self.path)!r} has no {DB_NAME.decode()!r} database: {exc}") from None
+        self._last = self._read_last_seq()  # the writer's cache; a reader asks LMDB every time
+
+    # --- transactions --------------------------------------------------------------------------------
+
+    def _begin(self, *, write: bool = False) -> lmdb.Transaction:
+        try:
+            return self._env.begin(db=self._db, write=write)
+        except lmdb.MapResizedError:
+            # Another process grew the map: adopt its size (0 = the size recorded in the file).
+            self._env.set_mapsize(0)
+            return self._env.begin(db=self._db, write=write)
+
+    def _read_last_seq(self) -> int:
+        with self._begin() as txn:
+            cursor = txn.cursor()
+            return _key_seq(cursor.key()) if cursor.last() else 0
+
+    @property
+    def map_bytes(self) -> int:
+        """The current size of the map (grows as the journal does)."""
+        return self._env.info()["map_size"]
+
+    # --- writing -------------------------------------------------------------------------------------
+
+    def append(self, records: np.ndarray, envelopes: list[Envelope]) -> None:
+        """Write one batch in one transaction. ``records`` carry their ``seq`` (contiguous with the last
+        one journaled) and ``ts``; ``envelopes`` match them one for one. Returns once committed."""
+        if self.readonly:
+            raise JournalError("this journal is open read-only")
+        if records.dtype != COMMAND_DTYPE:
+            raise JournalError(f"records must be COMMAND_DTYPE, not {records.dtype}")
+        count = len(records)
+        if count != len(envelopes):
+            raise JournalError(f"{count} records but {len(envelopes)} envelopes")
+        if count == 0:
+            return
+        expected = np.arange(self._last + 1, self._last + 1 + count, dtype=np.int64)
+        if not np.array_equal(records["seq"], expected):
+            raise JournalError(
+                f"batch seq {int(records['seq'][0])}..{int(records['seq'][-1])} does not continue the journal "
+                f"after {self._last} contiguously"
+            )
+        raw = np.ascontiguousarray(records).tobytes()
+        items = [
+            (
+                seq_key(self._last + 1 + i),
+                raw[i * RECORD_BYTES : (i + 1) * RECORD_BYTES] + msgpack.packb(e.pack(), use_bin_type=True),
+            )
+            for i, e in enumerate(envelopes)
+        ]
+        while True:
+            try:
+                with self._begin(write=True) as txn:
+                    cursor = txn.cursor()
+                    for key, value in items:
+                        # Keys only grow: APPEND writes at the end without searching the tree.
+                        if not cursor.put(key, value, append=True):
+                            raise JournalError(f"seq {_key_seq(key)} is already journaled")
+                break
+            except lmdb.MapFullError:
+                # The aborted transaction left nothing behind: grow the map and write it again.
+                self._env.set_mapsize(self.map_bytes * 2)
+        self._last += count
+
+    # --- reading -------------------------------------------------------------------------------------
+
+    def last_seq(self) -> int:
+        """The newest journaled sequence number (0 for an empty journal)."""
+        if self.readonly:
+            return self._read_last_seq()
+        return self._last
+
+    def read(self, first: int, max_count: int) -> SequencedBatch:
+        """The journaled commands from ``first``, at most ``max_count``, as a batch whose ``head`` is the
+        newest journaled seq (in the same snapshot). Empty (``first`` kept) if ``first`` is past the end."""
+        if first < 1 or max_count < 0:
+            raise ValueError("read wants first >= 1 and max_count >= 0")
+        with self._begin() as txn:
+            cursor = txn.cursor()
+            head = _key_seq(cursor.key()) if cursor.last() else 0
+            count = max(0, min(max_count, head - first + 1))
+            records = np.empty(count, dtype=COMMAND_DTYPE)
+            envelopes: list[Envelope] = []
+            if count:
+                raw = records.view(np.uint8).reshape(count, RECORD_BYTES)
+                cursor.set_key(seq_key(first))
+                for i, (key, value) in enumerate(cursor.iternext()):
+                    if i == count:
+                        break
+                    if _key_seq(key) != first + i or len(value) <= RECORD_BYTES:
+                        raise JournalError(f"journal corrupt near seq {first + i}")
+                    raw[i] = np.frombuffer(value, dtype=np.uint8, count=RECORD_BYTES)
+                    envelopes.append(Envelope.unpack(msgpack.unpackb(value[RECORD_BYTES:], raw=False)))
+                if len(envelopes) != count:
+                    raise JournalError(f"journal corrupt: seq {first + len(envelopes)} is missing")
+        return SequencedBatch(first, records, envelopes, head=head)
+
+    def iterate(self, first: int = 1, chunk: int = DEFAULT_CHUNK) -> Iterator[SequencedBatch]:
+        """Every journaled command from ``first``, in batches of at most ``chunk``, up to the newest one
+        at the time each batch is read."""
+        if chunk < 1:
+            raise ValueError("chunk must be at least 1")
+        while True:
+            batch = self.read(first, chunk)
+            if not len(batch.records):
+                return
+            yield batch
+            first = batch.last + 1
+
+    def close(self) -> None:
+        """Close the environment (a writer first flushes what ``process`` durability left in memory)."""
+        if self._env is None:
+            return
+        if not self.readonly:
+            self._env.sync(True)
+        self._env.close()
+        self._env = None
+
+    def __enter__(self) -> "Journal":
+        return self
+
+    def __exit__(self, *exc_info: object) -> None:
+        self.close()

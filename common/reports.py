@@ -1,0 +1,93 @@
+"""Engine -> everyone downstream: what the engine publishes (PUB), and its query socket (ROUTER).
+
+Topics travel in the first frame; each topic has its own message counter ``n`` so that a subscriber
+notices a gap (PUB drops at its high-water mark):
+
+- ``gateway_topic(g)`` = ``b"r00001."``: reports for gateway ``g``.
+  ``[topic, header, events, items]``: ``header`` msgpack ``{"n": k}``; ``events`` EVENT_DTYPE records;
+  ``items`` a msgpack list, one map per event record, saying whom it is for on that gateway:
+  ``{"session": s, "account": a, "role": r, "clordid": c, "cum_quote": q, "resend": bool}``, where ``role``
+  is ``"order"`` (an event about the order placed by that session, or a reject of its command),
+  ``"taker"`` or ``"maker"`` (a TRADE seen from that side; a trade whose two sides belong to different
+  gateways is sent to each), and ``cum_quote`` the order's filled quote amount so far (for AvgPx).
+- ``market_topic(symbol)`` = ``b"m00000."``: ``[topic, header, events]``: every TRADE, and every order
+  event that changes the symbol's book, for the quotation process.
+- ``account_topic(a)`` = ``b"a000000001."``: ``[topic, header, events]``: every event of account ``a``
+  (its orders, its fills as either side, its balances), for the pusher.
+
+Queries: a DEALER sends one msgpack map per request, ``{"id": any, "q": kind, ...}``; the reply is one map
+``{"id": same, "ok": bool, ...}``. Kinds: ``"order"`` (``account``, ``order_id`` or ``clordid``),
+``"open_orders"`` (``account``, optional ``symbol``), ``"balances"`` (``account``), ``"resend"``
+(``gateway``, ``from``: the report messages ``n >= from`` still kept), ``"head"`` (the last applied seq).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import msgpack
+import numpy as np
+
+from common.records import EVENT_DTYPE
+
+GATEWAY_PREFIX = b"r"
+MARKET_PREFIX = b"m"
+ACCOUNT_PREFIX = b"a"
+
+
+def gateway_topic(gateway: int) -> bytes:
+    return b"r%05d." % gateway
+
+
+def market_topic(symbol: int) -> bytes:
+    return b"m%05d." % symbol
+
+
+def account_topic(account: int) -> bytes:
+    return b"a%09d." % account
+
+
+class ReportError(ValueError):
+    """Frames that are not a report message."""
+
+
+@dataclass
+class ReportMessage:
+    topic: bytes
+    n: int  # this topic's message counter
+    events: np.ndarray  # EVENT_DTYPE
+    items: list[dict] | None = None  # gateway topics only
+
+
+def encode_report(message: ReportMessage) -> list[bytes]:
+    frames = [message.topic, msgpack.packb({"n": message.n}),
+              np.ascontiguousarray(message.events, dtype=EVENT_DTYPE).tobytes()]
+    if message.items is not None:
+        frames.append(msgpack.packb(message.items, use_bin_type=True))
+    return frames
+
+
+def decode_report(frames: list[bytes]) -> ReportMessage:
+    try:
+        header = msgpack.unpackb(frames[1])
+        events = np.frombuffer(frames[2], dtype=EVENT_DTYPE)
+        items = msgpack.unpackb(frames[3], raw=False) if len(frames) > 3 else None
+    except Exception as exc:
+        raise ReportError(f"malformed report message: {exc}") from None
+    if items is not None and len(items) != len(events):
+        raise ReportError("report items and events disagree")
+    return ReportMessage(frames[0], int(header["n"]), events, items)
+
+
+def encode_query(query: dict) -> list[bytes]:
+    return [msgpack.packb(query, use_bin_type=True)]
+
+
+def decode_query(frames: list[bytes]) -> dict:
+    try:
+        query = msgpack.unpackb(frames[-1], raw=False)
+    except Exception as exc:
+        raise ReportError(f"malformed query: {exc}") from None
+    if not isinstance(query, dict):
+        raise ReportError("a query is a map")
+    return query

@@ -1,0 +1,1 @@
+"""The sequencer process: gives every command its global sequence number and timestamp, journals it, publishes it."""

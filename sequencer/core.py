@@ -1,0 +1,130 @@
+"""The sequencer's core: commands in, journaled batches with a global order out. No sockets.
+
+``submit`` queues a command from a gateway; ``seal`` turns what is queued into the next batch:
+
+1. a command whose (account, ClOrdID) was sequenced before, or earlier in the same batch, is not
+   sequenced again: it becomes a ``Duplicate`` naming the original ``seq`` (an empty ClOrdID is never a
+   duplicate);
+2. the others get the next sequence numbers, ``last + 1, last + 2, ...``, without a gap, and one
+   timestamp for the batch, ``ts = max(clock(), last ts)``: non-decreasing along the journal even when
+   the wall clock steps back;
+3. the batch is written to the journal in one transaction. Only then does the core remember it, and
+   only then may the caller publish it.
+
+Startup is recovery: the core reads the whole journal to learn the last ``seq``, the last ``ts`` and
+every (account, ClOrdID) ever sequenced. That memory is a dict and grows with the number of distinct
+ClOrdIDs (some tens of bytes each); fine at this stage, to be bounded (a window, or a persisted index)
+when journals get long.
+"""
+
+from __future__ import annotations
+
+from collections import deque
+from itertools import islice
+from typing import Callable
+
+import numpy as np
+
+from common.intake import Envelope
+from common.journal import Journal
+from common.records import COMMAND_DTYPE
+from common.stream import Duplicate, SequencedBatch
+
+ResendKey = tuple[int, str]  # (account, ClOrdID)
+
+
+def resend_key(record: np.void | np.ndarray, envelope: Envelope) -> ResendKey | None:
+    """What identifies a resend: (account, ClOrdID), or None when the command has no ClOrdID."""
+    if not envelope.clordid:
+        return None
+    return int(np.asarray(record)["account"].reshape(-1)[0]), envelope.clordid
+
+
+class Sequencer:
+    """Gives commands their global order. ``clock()`` returns nanoseconds since the Unix epoch."""
+
+    def __init__(self, journal: Journal, clock: Callable[[], int], *, max_batch: int):
+        if max_batch < 1:
+            raise ValueError("max_batch must be at least 1")
+        self.journal = journal
+        self.clock = clock
+        self.max_batch = max_batch
+        self._queue: deque[tuple[np.ndarray, Envelope, ResendKey | None]] = deque()
+        self._sequenced: dict[ResendKey, int] = {}  # every (account, ClOrdID) ever sequenced -> its seq
+        self.last_seq = 0
+        self.last_ts = 0
+        self._rebuild()
+
+    def _rebuild(self) -> None:
+        for batch in self.journal.iterate(chunk=self.max_batch):
+            accounts = batch.records["account"].tolist()
+            for offset, (account, envelope) in enumerate(zip(accounts, batch.envelopes)):
+                if envelope.clordid:
+                    self._sequenced.setdefault((account, envelope.clordid), batch.first + offset)
+            self.last_seq = batch.last
+            self.last_ts = max(self.last_ts, int(batch.records["ts"].max()))
+        if self.last_seq != self.journal.last_seq():
+            raise RuntimeError("the journal changed while the sequencer read it")
+
+    @property
+    def pending(self) -> int:
+        """Commands submitted and not sealed yet."""
+        return len(self._queue)
+
+    @property
+    def known_clordids(self) -> int:
+        """(account, ClOrdID) pairs remembered for de-duplication."""
+        return len(self._sequenced)
+
+    def submit(self, record: np.ndarray | np.void, envelope: Envelope) -> None:
+        """Queue one command (one COMMAND_DTYPE record; its seq and ts are ignored)."""
+        record = np.asarray(record)
+        if record.dtype != COMMAND_DTYPE or record.size != 1:
+            raise ValueError("submit takes exactly one COMMAND_DTYPE record")
+        record = record.reshape(1)
+        self._queue.append((record, envelope, resend_key(record, envelope)))
+
+    def seal(self) -> tuple[SequencedBatch | None, list[Duplicate]]:
+        """Sequence and journal up to ``max_batch`` queued commands. Returns (the batch, or None if every
+        one was a duplicate or nothing was queued; the duplicates, in arrival order). If the journal
+        write fails, nothing is consumed or remembered and the error propagates."""
+        taken = min(len(self._queue), self.max_batch)
+        if taken == 0:
+            return None, []
+        fresh: list[np.ndarray] = []
+        envelopes: list[Envelope] = []
+        new_keys: dict[ResendKey, int] = {}
+        duplicates: list[tuple[int, np.ndarray, Envelope]] = []  # (original seq, record, envelope)
+        for record, envelope, key in islice(self._queue, taken):
+            if key is not None:
+                original = self._sequenced.get(key)
+                if original is None:
+                    original = new_keys.get(key)
+                if original is not None:
+                    duplicates.append((original, record, envelope))
+                    continue
+                new_keys[key] = self.last_seq + 1 + len(fresh)
+            fresh.append(record)
+            envelopes.append(envelope)
+
+        batch = None
+        if fresh:
+            # One buffer of the records' bytes (np.concatenate is slow on structured dtypes).
+            records = np.frombuffer(b"".join(r.tobytes() for r in fresh), dtype=COMMAND_DTYPE).copy()
+            first = self.last_seq + 1
+            ts = max(int(self.clock()), self.last_ts)
+            records["seq"] = np.arange(first, first + len(records), dtype=np.int64)
+            records["ts"] = ts
+            self.journal.append(records, envelopes)  # committed from here on
+            batch = SequencedBatch(first, records, envelopes)
+            self.last_seq = batch.last
+            self.last_ts = ts
+            self._sequenced.update(new_keys)
+        for _ in range(taken):
+            self._queue.popleft()
+        return batch, [Duplicate(self.last_seq, original, record, envelope) for original, record, envelope in duplicates]
+
+    def replay(self, first: int, max_count: int) -> SequencedBatch:
+        """Journaled commands from ``first`` (at most ``max_count``, capped at ``max_batch``), with the
+        journal's head. Empty when ``first`` is past the end."""
+        return self.journal.read(first, min(max_count, self.max_batch))

@@ -1,0 +1,173 @@
+"""The whole exchange, started the way operators start it, in a temporary directory.
+
+``Exchange`` writes a configuration whose endpoints are ipc sockets inside a fresh temporary directory,
+starts ``python -m common.launch --config ...`` (supervisord in the foreground, running the sequencer,
+the engine, the gateways and the bootstrap from supervisord.conf), waits until the bootstrap has
+written the admin credentials and a gateway accepts them, and stops everything by supervisord's pid.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import tempfile
+import time
+import tomllib
+from decimal import Decimal
+from pathlib import Path
+from typing import Any, Callable
+
+from common.config import default_document
+
+ROOT = Path(__file__).resolve().parent.parent
+START_TIMEOUT_S = 240.0  # a cold Numba cache compiles the engine for about a minute
+
+
+def _toml_value(value: Any) -> str:
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if isinstance(value, (int, Decimal)):
+        return str(value)
+    if isinstance(value, str):
+        return json.dumps(value)
+    raise TypeError(f"no TOML for {value!r}")
+
+
+def to_toml(document: dict[str, Any]) -> str:
+    """Just enough TOML writing for a configuration document (tables, arrays of tables, scalars)."""
+    lines: list[str] = []
+
+    def table(prefix: str, mapping: dict[str, Any], header: str | None) -> None:
+        scalars = {k: v for k, v in mapping.items() if not isinstance(v, (dict, list))}
+        if header is not None:
+            lines.append(header)
+        lines.extend(f"{k} = {_toml_value(v)}" for k, v in scalars.items())
+        lines.append("")
+        for key, value in mapping.items():
+            name = f"{prefix}{key}"
+            if isinstance(value, dict):
+                table(f"{name}.", value, f"[{name}]")
+            elif isinstance(value, list):
+                for item in value:
+                    table(f"{name}.", item, f"[[{name}]]")
+
+    table("", document, None)
+    return "\n".join(lines)
+
+
+def poll(condition: Callable[[], Any], *, timeout: float, interval: float = 0.05, what: str = "condition") -> Any:
+    """Call ``condition`` until it returns something truthy; fail after ``timeout`` seconds."""
+    deadline = time.monotonic() + timeout
+    while True:
+        result = condition()
+        if result:
+            return result
+        if time.monotonic() > deadline:
+            raise TimeoutError(f"timed out after {timeout}s waiting for {what}")
+        time.sleep(interval)
+
+
+class Exchange:
+    """One exchange under supervisord in a temporary directory. Use as a context manager."""
+
+    def __init__(self, *, gateways: int = 1, configure: Callable[[dict], None] | None = None):
+        self.home = Path(tempfile.mkdtemp(prefix="exch-"))  # short: ipc paths are limited to ~100 bytes
+        document = default_document()
+        ipc = lambda name: f"ipc://{self.home}/{name}.sock"  # noqa: E731
+        document["engine"].update(reports=ipc("reports"), queries=ipc("queries"))
+        document["sequencer"].update(intake=ipc("intake"), stream=ipc("stream"), replay=ipc("replay"),
+                                     journal_map_bytes=16 << 20)
+        document["gateway"]["instances"] = [
+            {"id": i + 1, "name": f"gw-{i + 1}", "fix": ipc(f"fix-{i + 1}")} for i in range(gateways)
+        ]
+        document["paths"] = {"data_dir": str(self.home / "data"), "log_dir": str(self.home / "log")}
+        if configure is not None:
+            configure(document)
+        self.document = document
+        self.config_path = self.home / "exchange.toml"
+        self.config_path.write_text(to_toml(document))
+        tomllib.loads(self.config_path.read_text())  # fail early on a writer bug
+        self.process: subprocess.Popen | None = None
+
+    # --- lifecycle ------------------------------------------------------------------------------------
+
+    def start(self) -> "Exchange":
+        environment = {**os.environ, "EXCHANGE_CONFIG": str(self.config_path)}
+        self.process = subprocess.Popen(
+            [sys.executable, "-m", "common.launch", "--config", str(self.config_path)],
+            cwd=ROOT, env=environment, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+            start_new_session=True,
+        )
+        poll(lambda: self.admin_credentials() is not None or self._died(), timeout=START_TIMEOUT_S,
+             what="the bootstrap's admin credentials")
+        if self._died():
+            raise RuntimeError(f"the exchange exited at start:\n{self.output()}")
+        return self
+
+    def _died(self) -> bool:
+        return self.process is not None and self.process.poll() is not None
+
+    def stop(self, timeout: float = 60.0) -> int | None:
+        """SIGTERM to supervisord (which stops every program), wait; SIGKILL the group on timeout."""
+        if self.process is None:
+            return None
+        if self.process.poll() is None:
+            self.process.send_signal(signal.SIGTERM)
+            try:
+                self.process.wait(timeout)
+            except subprocess.TimeoutExpired:
+                os.killpg(self.process.pid, signal.SIGKILL)
+                self.process.wait(10)
+        return self.process.returncode
+
+    def __enter__(self) -> "Exchange":
+        return self.start()
+
+    def __exit__(self, *exc_info: Any) -> None:
+        self.stop()
+        if self.process is not None and self.process.stdout is not None:
+            self.process.stdout.close()
+        if not os.environ.get("KEEP_EXCHANGE_HOME"):
+            shutil.rmtree(self.home, ignore_errors=True)
+
+    # --- helpers ---------------------------------------------------------------------------------------
+
+    @property
+    def data_dir(self) -> Path:
+        return self.home / "data"
+
+    def log(self, program: str) -> str:
+        path = self.home / "log" / f"{program}.log"
+        return path.read_text(errors="replace") if path.exists() else ""
+
+    def output(self) -> str:
+        return "\n".join(f"--- {p.name}\n{p.read_text(errors='replace')[-4000:]}"
+                         for p in sorted((self.home / "log").glob("*.log")))
+
+    def admin_credentials(self) -> dict | None:
+        path = self.data_dir / "admin.json"
+        if not path.exists():
+            return None
+        try:
+            return json.loads(path.read_text())
+        except json.JSONDecodeError:  # being written
+            return None
+
+    def fix_endpoint(self, gateway: int = 1) -> str:
+        return self.document["gateway"]["instances"][gateway - 1]["fix"]
+
+    def ctl(self, *arguments: str) -> str:
+        """supervisorctl against this exchange."""
+        completed = subprocess.run(
+            [sys.executable, "-m", "common.launch", "--config", str(self.config_path), "ctl", *arguments],
+            cwd=ROOT, capture_output=True, text=True, timeout=60,
+        )
+        return completed.stdout + completed.stderr
+
+    def program_pid(self, name: str) -> int:
+        output = self.ctl("pid", name).strip().splitlines()
+        return int(output[-1])

@@ -1,0 +1,231 @@
+"""The LMDB journal: batches round-trip, the sequence stays contiguous, it survives reopening, the map
+grows instead of failing, and a reader in another process sees every commit."""
+
+from __future__ import annotations
+
+import json
+import os
+import select
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from common.config import Durability
+from common.intake import Envelope
+from common.journal import Journal, JournalError, seq_key
+from common.records import COMMAND_DTYPE, CommandKind
+
+REPO = Path(__file__).resolve().parent.parent
+MAP_BYTES = 1 << 20
+
+
+def commands(first: int, count: int, *, ts: int = 1_000, account: int = 7) -> tuple[np.ndarray, list[Envelope]]:
+    """``count`` sequenced commands from seq ``first``, each with its own envelope."""
+    records = np.zeros(count, dtype=COMMAND_DTYPE)
+    records["seq"] = np.arange(first, first + count)
+    records["ts"] = ts
+    records["kind"] = CommandKind.NEW
+    records["account"] = account
+    records["client_order_id"] = np.arange(first, first + count) * 10
+    records["price"] = -np.arange(first, first + count)  # any int64, negative included
+    envelopes = [Envelope(session=1000 + seq, clordid=f"c-{seq}", orig="o" if seq % 2 else "") for seq in range(first, first + count)]
+    return records, envelopes
+
+
+@pytest.fixture
+def journal(tmp_path):
+    journal = Journal(tmp_path / "journal", map_bytes=MAP_BYTES, durability=Durability.PROCESS)
+    yield journal
+    journal.close()
+
+
+class TestRoundTrip:
+    def test_an_appended_batch_reads_back_byte_for_byte_with_its_envelopes(self, journal):
+        records, envelopes = commands(1, 5)
+        journal.append(records, envelopes)
+        batch = journal.read(1, 10)
+        assert batch.first == 1 and batch.last == 5 and batch.head == 5
+        assert batch.records.tobytes() == records.tobytes()
+        assert batch.envelopes == envelopes
+
+    def test_a_read_spans_batches_and_stops_at_max_count(self, journal):
+        for first in (1, 4, 6):
+            journal.append(*commands(first, {1: 3, 4: 2, 6: 4}[first]))
+        batch = journal.read(2, 6)
+        assert batch.records["seq"].tolist() == [2, 3, 4, 5, 6, 7]
+        assert [e.clordid for e in batch.envelopes] == [f"c-{seq}" for seq in range(2, 8)]
+        assert batch.head == 9
+
+    def test_reading_past_the_end_gives_an_empty_batch_with_the_head(self, journal):
+        journal.append(*commands(1, 3))
+        batch = journal.read(4, 10)
+        assert len(batch.records) == 0 and batch.envelopes == []
+        assert batch.first == 4 and batch.head == 3
+
+    def test_an_empty_journal_reads_as_empty_with_head_zero(self, journal):
+        assert journal.last_seq() == 0
+        batch = journal.read(1, 10)
+        assert len(batch.records) == 0 and batch.head == 0
+
+    def test_iterate_yields_every_command_in_order_in_chunks(self, journal):
+        for first in range(1, 30, 4):
+            journal.append(*commands(first, 4))
+        batches = list(journal.iterate(first=3, chunk=7))
+        assert [len(b.records) for b in batches] == [7, 7, 7, 7, 2]
+        assert np.concatenate([b.records["seq"] for b in batches]).tolist() == list(range(3, 33))
+
+    def test_the_key_of_a_seq_is_8_bytes_big_endian(self):
+        assert seq_key(1) == b"\x00" * 7 + b"\x01"
+        assert seq_key(258) == b"\x00" * 6 + b"\x01\x02"
+
+
+class TestContiguity:
+    def test_the_first_batch_must_start_at_seq_1(self, journal):
+        with pytest.raises(JournalError, match="contiguous"):
+            journal.append(*commands(2, 3))
+        assert journal.last_seq() == 0
+
+    def test_a_gap_is_refused_and_nothing_is_written(self, journal):
+        journal.append(*commands(1, 3))
+        with pytest.raises(JournalError, match="contiguous"):
+            journal.append(*commands(5, 2))
+        assert journal.last_seq() == 3
+        assert len(journal.read(4, 10).records) == 0
+
+    def test_a_repeated_seq_is_refused(self, journal):
+        journal.append(*commands(1, 3))
+        with pytest.raises(JournalError):
+            journal.append(*commands(3, 2))
+        assert journal.last_seq() == 3
+
+    def test_a_batch_with_a_hole_inside_is_refused(self, journal):
+        records, envelopes = commands(1, 4)
+        records["seq"][2] = 9
+        with pytest.raises(JournalError):
+            journal.append(records, envelopes)
+        assert journal.last_seq() == 0
+
+    def test_records_and_envelopes_must_match_one_for_one(self, journal):
+        records, envelopes = commands(1, 3)
+        with pytest.raises(JournalError, match="envelopes"):
+            journal.append(records, envelopes[:2])
+
+
+class TestDurability:
+    def test_last_seq_survives_closing_and_reopening(self, tmp_path):
+        path = tmp_path / "journal"
+        with Journal(path, map_bytes=MAP_BYTES, durability=Durability.PROCESS) as journal:
+            journal.append(*commands(1, 4))
+            journal.append(*commands(5, 1))
+        with Journal(path, map_bytes=MAP_BYTES, durability=Durability.PROCESS) as journal:
+            assert journal.last_seq() == 5
+            journal.append(*commands(6, 1))
+            assert journal.read(1, 100).records["seq"].tolist() == [1, 2, 3, 4, 5, 6]
+
+    @pytest.mark.parametrize("durability", list(Durability), ids=lambda d: d.value)
+    def test_both_durability_modes_open_write_and_reopen(self, tmp_path, durability):
+        path = tmp_path / "nested" / "journal"  # the directories are created
+        with Journal(path, map_bytes=MAP_BYTES, durability=durability) as journal:
+            journal.append(*commands(1, 3))
+        with Journal(path, map_bytes=MAP_BYTES, durability=durability, readonly=True) as journal:
+            assert journal.last_seq() == 3
+
+    def test_a_tiny_map_grows_instead_of_failing(self, tmp_path):
+        with Journal(tmp_path / "journal", map_bytes=64 * 1024, durability=Durability.PROCESS) as journal:
+            seq = 1
+            for _ in range(40):
+                records, envelopes = commands(seq, 100)
+                envelopes = [Envelope(e.session, e.clordid + "x" * 200) for e in envelopes]
+                journal.append(records, envelopes)
+                seq += 100
+            assert journal.map_bytes > 64 * 1024 * 8
+            batch = journal.read(1, 10_000)
+            assert len(batch.records) == 4000 and batch.envelopes[-1].clordid.startswith("c-4000x")
+
+    def test_a_read_only_journal_refuses_to_append(self, tmp_path):
+        with Journal(tmp_path / "journal", map_bytes=MAP_BYTES, durability=Durability.PROCESS) as journal:
+            journal.append(*commands(1, 1))
+        with Journal(tmp_path / "journal", map_bytes=MAP_BYTES, durability=Durability.PROCESS, readonly=True) as reader:
+            with pytest.raises(JournalError, match="read-only"):
+                reader.append(*commands(2, 1))
+
+    def test_opening_a_missing_journal_read_only_is_a_clear_error(self, tmp_path):
+        with pytest.raises(JournalError, match="no journal"):
+            Journal(tmp_path / "absent", map_bytes=MAP_BYTES, durability=Durability.PROCESS, readonly=True)
+
+
+# --- a reader in another process ----------------------------------------------------------------------
+
+READER = """
+import json, sys
+from common.config import Durability
+from common.journal import Journal
+journal = Journal(sys.argv[1], map_bytes=1 << 16, durability=Durability.PROCESS, readonly=True)
+print("ready", flush=True)
+for line in sys.stdin:
+    batch = journal.read(1, 1_000_000)
+    print(json.dumps([journal.last_seq(), batch.records["seq"].tolist()[-1:], len(batch.envelopes)]), flush=True)
+journal.close()
+"""
+
+
+class LineReader:
+    """A child's stdout, read line by line with a timeout (a hung child fails the test, not the run)."""
+
+    def __init__(self, proc: subprocess.Popen):
+        self.proc = proc
+        self.buffer = b""
+
+    def line(self, timeout: float = 10.0) -> str:
+        deadline = time.monotonic() + timeout
+        while b"\n" not in self.buffer:
+            remaining = deadline - time.monotonic()
+            assert remaining > 0, "the reader process did not answer"
+            if select.select([self.proc.stdout], [], [], remaining)[0]:
+                chunk = os.read(self.proc.stdout.fileno(), 4096)
+                assert chunk, f"the reader process ended: {self.proc.stderr.read().decode()}"
+                self.buffer += chunk
+        line, self.buffer = self.buffer.split(b"\n", 1)
+        return line.decode()
+
+
+def test_a_reader_in_another_process_sees_each_commit_even_after_the_map_grew(tmp_path):
+    path = tmp_path / "journal"
+    with Journal(path, map_bytes=64 * 1024, durability=Durability.PROCESS) as journal:
+        journal.append(*commands(1, 2))
+        proc = subprocess.Popen(
+            [sys.executable, "-c", READER, str(path)],
+            stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.PIPE, bufsize=0, cwd=REPO,
+            env={**os.environ, "PYTHONPATH": str(REPO)},
+        )
+        try:
+            lines = LineReader(proc)
+            assert lines.line() == "ready"
+
+            def ask() -> list:
+                proc.stdin.write(b"?\n")
+                return json.loads(lines.line())
+
+            assert ask() == [2, [2], 2]
+            journal.append(*commands(3, 5))
+            assert ask() == [7, [7], 7]
+            start_map = journal.map_bytes
+            seq = 8
+            while journal.map_bytes < 4 * start_map:
+                journal.append(*commands(seq, 500))
+                seq += 500
+            assert ask() == [seq - 1, [seq - 1], seq - 1]
+        finally:
+            proc.stdin.close()
+            try:
+                assert proc.wait(timeout=10) == 0
+            finally:
+                if proc.poll() is None:
+                    proc.kill()
+                    proc.wait()
+                proc.stdout.close()
+                proc.stderr.close()
