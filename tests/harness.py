@@ -102,11 +102,30 @@ class Exchange:
             cwd=ROOT, env=environment, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
             start_new_session=True,
         )
+        deadline = time.monotonic() + START_TIMEOUT_S
         poll(lambda: self.admin_credentials() is not None or self._died(), timeout=START_TIMEOUT_S,
              what="the bootstrap's admin credentials")
         if self._died():
             raise RuntimeError(f"the exchange exited at start:\n{self.output()}")
+        for gateway in range(1, len(self.document["gateway"]["instances"]) + 1):
+            poll(lambda: self._answers_admin(gateway), timeout=max(1.0, deadline - time.monotonic()),
+                 interval=0.5, what=f"gateway {gateway} and the engine to answer an admin session")
         return self
+
+    def _answers_admin(self, gateway: int) -> bool:
+        """Ready: an admin session logs on and the engine answers its balance query."""
+        from client.sync import Client  # the harness is a client of the exchange like any other
+
+        credentials = self.admin_credentials()
+        client = Client(self.fix_endpoint(gateway), credentials["key_id"], credentials["secret"], timeout=2.0)
+        try:
+            client.logon()
+            client.balances(account=0)
+            return True
+        except Exception:
+            return False
+        finally:
+            client.close()
 
     def _died(self) -> bool:
         return self.process is not None and self.process.poll() is not None

@@ -1,0 +1,331 @@
+"""The engine process: ``python -m engine.main`` (configuration from ``$EXCHANGE_CONFIG``).
+
+Sockets, every endpoint from the configuration:
+
+    SUB     connects sequencer.stream   sequenced batches, heartbeats, duplicate notices (common/stream.py)
+    DEALER  connects sequencer.replay   journal ranges on request
+    PUB     binds engine.reports        report messages (common/reports.py)
+    ROUTER  binds engine.queries        order status, open orders, balances, resends, head
+
+1. Start-up is recovery: compile the kernels, connect the SUB first (what arrives meanwhile is kept),
+   then replay the journal from the first sequence number not applied until the replay says it is at
+   the head. What is replayed at start-up is published like live traffic, its gateway items marked as
+   possible resends (PossResend): the engine cannot know what it published before it stopped, and a
+   command journaled while no engine ran must still get its answer.
+2. Live: a batch already applied is skipped; one that starts after the next seq, a heartbeat or a
+   duplicate notice naming a later seq, makes the engine fill the gap by replay first. A duplicate
+   notice is answered with the original outcome. Between stream messages, at most
+   ``QUERIES_PER_TURN`` queries are answered, so matching never waits long behind them.
+3. Anything malformed or inconsistent (a replay that does not answer in ``REPLAY_TIMEOUT_S`` or does not
+   start where asked, a stream message that does not decode) is logged and the process exits with
+   status 1; supervisord restarts it and start-up recovers the state from the journal.
+4. SIGTERM or SIGINT: the batch being applied is finished, the sockets close, the exit status is 0.
+"""
+
+from __future__ import annotations
+
+import logging
+import signal
+import socket
+import sys
+import time
+from collections import deque
+
+import msgpack
+import zmq
+
+from common.config import ExchangeConfig, load_config
+from common.reports import ReportError, ReportMessage, decode_query, encode_report
+from common.stream import (
+    Duplicate,
+    Heartbeat,
+    SequencedBatch,
+    StreamError,
+    decode,
+    encode_replay_request,
+)
+from engine.service import EngineService, StreamInconsistency
+
+log = logging.getLogger("engine")
+
+REPLAY_TIMEOUT_S = 10.0  # a replay request unanswered this long: the sequencer is gone, exit
+REPLAY_CHUNK = 65_536  # commands asked for per replay request
+STATUS_INTERVAL_S = 10.0  # one log line this often
+QUERIES_PER_TURN = 64  # queries answered between two rounds of stream messages at most
+STREAM_PER_TURN = 256  # stream messages taken between two rounds of queries at most
+PENDING_MAX = 100_000  # stream messages kept while a replay runs; older ones are dropped (a gap, refilled)
+SUB_RCVHWM = 100_000
+PUB_SNDHWM = 1_000_000
+LINGER_MS = 200
+
+
+class Fatal(Exception):
+    """The stream or the replay is not what it must be: exit non-zero and recover on restart."""
+
+
+class Stopping(Exception):
+    """SIGTERM arrived while waiting for a replay."""
+
+
+class EngineProcess:
+    def __init__(self, config: ExchangeConfig):
+        self.config = config
+        self.service = EngineService(config)
+        self.stopping = False
+        self.pending: deque[list[bytes]] = deque(maxlen=PENDING_MAX)
+        self.context = zmq.Context()
+        self.sub = self.replay_socket = self.pub = self.router = None
+        self._wakeup_r, self._wakeup_w = socket.socketpair()
+        # counters for the status line
+        self.batches = self.commands = self.skipped = self.replays = self.duplicates = self.queries = 0
+        self.overflowed = 0  # stream messages dropped from a full ``pending`` (each a gap, refilled)
+        self._status_at = time.monotonic()
+        self._status_commands = 0
+
+    # --- sockets ------------------------------------------------------------------------------------
+
+    def open(self) -> None:
+        cfg = self.config
+        self.sub = self.context.socket(zmq.SUB)
+        self.sub.setsockopt(zmq.RCVHWM, SUB_RCVHWM)
+        self.sub.setsockopt(zmq.SUBSCRIBE, b"")
+        self.sub.connect(cfg.sequencer.stream)
+        self.replay_socket = self.context.socket(zmq.DEALER)
+        self.replay_socket.connect(cfg.sequencer.replay)
+        self.pub = self.context.socket(zmq.PUB)
+        self.pub.setsockopt(zmq.SNDHWM, PUB_SNDHWM)
+        self.pub.bind(cfg.engine.reports)
+        self.router = self.context.socket(zmq.ROUTER)
+        self.router.bind(cfg.engine.queries)
+        for sock in (self.sub, self.replay_socket, self.pub, self.router):
+            sock.setsockopt(zmq.LINGER, LINGER_MS)
+
+        self.live_poller = zmq.Poller()
+        self.live_poller.register(self.sub, zmq.POLLIN)
+        self.live_poller.register(self.router, zmq.POLLIN)
+        self.live_poller.register(self._wakeup_r, zmq.POLLIN)
+        self.replay_poller = zmq.Poller()
+        self.replay_poller.register(self.replay_socket, zmq.POLLIN)
+        self.replay_poller.register(self.sub, zmq.POLLIN)
+        self.replay_poller.register(self._wakeup_r, zmq.POLLIN)
+
+    def close(self) -> None:
+        for sock in (self.sub, self.replay_socket, self.pub, self.router):
+            if sock is not None:
+                sock.close(linger=LINGER_MS)
+        self.context.term()
+        self._wakeup_r.close()
+        self._wakeup_w.close()
+
+    def install_signal_handlers(self) -> None:
+        self._wakeup_r.setblocking(False)
+        self._wakeup_w.setblocking(False)
+        signal.set_wakeup_fd(self._wakeup_w.fileno())  # a signal wakes up the poll at once
+
+        def stop(signum, frame):
+            self.stopping = True
+
+        signal.signal(signal.SIGTERM, stop)
+        signal.signal(signal.SIGINT, stop)
+
+    def _drain_wakeup(self) -> None:
+        try:
+            while self._wakeup_r.recv(4096):
+                pass
+        except BlockingIOError:
+            pass
+
+    # --- running ------------------------------------------------------------------------------------
+
+    def run(self) -> int:
+        started = time.monotonic()
+        log.info("engine starting (config %s)", self.config.source)
+        self.service.warm_up()
+        log.info("kernels ready in %.1f s", time.monotonic() - started)
+        self.open()
+        try:
+            self.catch_up()
+            if not self.stopping:
+                log.info("live at seq %d", self.service.last_seq)
+                self._status_at = time.monotonic()
+                self.live()
+        except Stopping:
+            pass
+        except Fatal as exc:
+            log.error("%s; exiting for a restart", exc)
+            return 1
+        log.info("stopped at seq %d", self.service.last_seq)
+        return 0
+
+    def catch_up(self) -> None:
+        started = last_log = time.monotonic()
+        applied = 0
+        while True:
+            if self.stopping:
+                return
+            first = self.service.last_seq + 1
+            batch = self.replay(first, REPLAY_CHUNK)
+            if batch.head is None:
+                raise Fatal("a replay answer without the journal head")
+            if len(batch.records) == 0:
+                if batch.head >= first:
+                    raise Fatal(f"replay from seq {first} returned nothing while the head is {batch.head}")
+                break
+            self._apply(batch, resend=True)
+            applied += len(batch.records)
+            now = time.monotonic()
+            if now - last_log >= STATUS_INTERVAL_S:
+                last_log = now
+                log.info("catching up: seq %d of %d, %.0f commands/s", self.service.last_seq, batch.head,
+                         applied / (now - started))
+            if self.service.last_seq >= batch.head:
+                break
+        elapsed = time.monotonic() - started
+        log.info("caught up at seq %d: %d commands replayed in %.1f s (%.0f/s)", self.service.last_seq, applied,
+                 elapsed, applied / elapsed if elapsed > 0 else 0.0)
+
+    def live(self) -> None:
+        while not self.stopping:
+            timeout_ms = 0 if self.pending else max(0, int((self._status_at + STATUS_INTERVAL_S - time.monotonic())
+                                                            * 1000)) + 1
+            ready = dict(self.live_poller.poll(timeout_ms))
+            if self._wakeup_r in ready:
+                self._drain_wakeup()
+            if self.sub in ready:
+                self._receive_stream()
+            for _ in range(STREAM_PER_TURN):
+                if not self.pending or self.stopping:
+                    break
+                self.handle(self.pending.popleft())
+            if self.router in ready:
+                self._answer_queries()
+            self._maybe_log_status()
+
+    def _receive_stream(self) -> None:
+        for _ in range(STREAM_PER_TURN):
+            try:
+                frames = self.sub.recv_multipart(zmq.NOBLOCK)
+            except zmq.Again:
+                break
+            if len(self.pending) == PENDING_MAX:
+                self.overflowed += 1
+            self.pending.append(frames)
+
+    def handle(self, frames: list[bytes]) -> None:
+        """One stream message, in stream order."""
+        try:
+            message = decode(frames)
+        except StreamError as exc:
+            raise Fatal(f"stream: {exc}") from None
+        if isinstance(message, SequencedBatch):
+            if message.last <= self.service.last_seq:
+                self.skipped += 1
+                return
+            if message.first > self.service.last_seq + 1:
+                self.fill_gap(message.first - 1)
+            last = self.service.last_seq
+            if message.first <= last:  # the replay ended inside this batch: apply its rest
+                cut = last + 1 - message.first
+                message = SequencedBatch(last + 1, message.records[cut:], message.envelopes[cut:])
+            self._apply(message)
+        elif isinstance(message, Heartbeat):
+            if message.last > self.service.last_seq:
+                self.fill_gap(message.last)
+        elif isinstance(message, Duplicate):
+            if message.last > self.service.last_seq:
+                self.fill_gap(message.last)
+            self.duplicates += 1
+            self._publish(self.service.duplicate(message))
+
+    def fill_gap(self, target: int) -> None:
+        """Replay until ``target`` is applied."""
+        while self.service.last_seq < target:
+            first = self.service.last_seq + 1
+            batch = self.replay(first, min(target - first + 1, REPLAY_CHUNK))
+            if len(batch.records) == 0:
+                raise Fatal(f"the stream announced seq {target}, the replay has nothing from seq {first}")
+            self._apply(batch)
+        self.replays += 1
+
+    def replay(self, first: int, count: int) -> SequencedBatch:
+        """Ask the sequencer for ``count`` commands from ``first``; keep the stream meanwhile."""
+        self.replay_socket.send_multipart(encode_replay_request(first, count))
+        deadline = time.monotonic() + REPLAY_TIMEOUT_S
+        while True:
+            remaining = deadline - time.monotonic()
+            if remaining <= 0:
+                raise Fatal(f"the replay did not answer a request from seq {first} within {REPLAY_TIMEOUT_S} s")
+            ready = dict(self.replay_poller.poll(int(remaining * 1000) + 1))
+            if self._wakeup_r in ready:
+                self._drain_wakeup()
+                if self.stopping:
+                    raise Stopping()
+            if self.sub in ready:
+                self._receive_stream()
+            if self.replay_socket in ready:
+                frames = self.replay_socket.recv_multipart()
+                try:
+                    answer = decode(frames)
+                except StreamError as exc:
+                    raise Fatal(f"replay: {exc}") from None
+                if not isinstance(answer, SequencedBatch):
+                    raise Fatal(f"replay answered with a {type(answer).__name__}, not a batch")
+                if len(answer.records) and answer.first != first:
+                    raise Fatal(f"replay asked from seq {first} answered from seq {answer.first}")
+                if len(answer.records) > count:
+                    raise Fatal(f"replay asked for {count} commands answered {len(answer.records)}")
+                return answer
+
+    def _apply(self, batch: SequencedBatch, *, resend: bool = False) -> None:
+        try:
+            messages = self.service.apply(batch, resend=resend)
+        except StreamInconsistency as exc:
+            raise Fatal(str(exc)) from None
+        self.batches += 1
+        self.commands += len(batch.records)
+        self._publish(messages)
+
+    def _publish(self, messages: list[ReportMessage]) -> None:
+        for message in messages:
+            self.pub.send_multipart(encode_report(message))
+
+    def _answer_queries(self) -> None:
+        for _ in range(QUERIES_PER_TURN):
+            try:
+                frames = self.router.recv_multipart(zmq.NOBLOCK)
+            except zmq.Again:
+                return
+            self.queries += 1
+            if len(frames) < 2:
+                log.warning("a query of %d frame(s) from %r: not answered", len(frames), frames[:1])
+                continue
+            try:
+                reply = self.service.query(decode_query(frames[1:]))
+            except ReportError as exc:
+                reply = {"id": None, "ok": False, "error": str(exc)}
+            self.router.send_multipart([*frames[:-1], msgpack.packb(reply, use_bin_type=True)])
+
+    def _maybe_log_status(self) -> None:
+        now = time.monotonic()
+        if now - self._status_at < STATUS_INTERVAL_S:
+            return
+        rate = (self.commands - self._status_commands) / (now - self._status_at)
+        log.info("seq %d: %d batches, %d commands (%.0f/s), %d skipped, %d gaps refilled, %d duplicates, "
+                 "%d queries, %d stream messages overflowed", self.service.last_seq, self.batches, self.commands,
+                 rate, self.skipped, self.replays, self.duplicates, self.queries, self.overflowed)
+        self._status_at, self._status_commands = now, self.commands
+
+
+def main() -> int:
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(levelname)s %(message)s",
+                        stream=sys.stderr)
+    process = EngineProcess(load_config())
+    process.install_signal_handlers()
+    try:
+        return process.run()
+    finally:
+        process.close()
+
+
+if __name__ == "__main__":
+    sys.exit(main())

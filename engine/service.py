@@ -1,0 +1,669 @@
+"""The engine process's pure core: the matching engine plus the state its reports and queries need.
+
+    service = EngineService(config)
+    messages = service.apply(batch)        # SequencedBatch -> [ReportMessage], in publication order
+    messages = service.duplicate(notice)   # a resend of a command already sequenced: its outcome again
+    reply = service.query({"q": "order", "account": 7, "clordid": "abc"})
+
+No sockets, no clock: ``engine.main`` does the I/O. The state is a function of the sequenced commands:
+replaying the journal rebuilds it exactly. The report messages are not: a topic's counter ``n`` starts at
+1 with the process (recovery at start-up publishes nothing, see ``apply``), so a subscriber that sees
+``n == 1`` again knows the engine restarted; and the messages of a batch depend on where batches begin.
+
+What the engine core does not know and this class keeps (docs/architecture.md):
+
+- every ClOrdID an order has had, per account, so that a CANCEL or CANCEL_REPLACE may name its target by
+  OrigClOrdID. The map is built from events only (ACCEPTED: the NEW's ClOrdID; REPLACED: the new one), and
+  a command naming an OrigClOrdID is resolved against the map as it is after every command before it
+  (the batch is applied in two parts when an earlier command of the same batch could add that ClOrdID,
+  and the map forgets ClOrdIDs only at fixed seqs, see SWEEP_INTERVAL), so the resolution never depends
+  on where batches begin and end;
+- per open order: the gateway and session it came from (the last that placed or replaced it), its
+  current ClOrdID and its filled quote amount (``cum_quote``, for AvgPx); a bounded history of ended
+  orders for status queries;
+- the first event of every command's outcome by (account, ClOrdID), to answer a resend (PossResend);
+- a counter per topic and the last ``engine.recent_reports`` messages per gateway topic, for resends.
+
+Routing of events to gateways (``items``, see common/reports.py): an event caused by a command goes to
+the command's gateway and session with role ``"order"`` and the command's ClOrdID; a TRADE goes to the
+taker order's session (role ``"taker"``) and to the maker order's session (role ``"maker"``), each with
+that order's ClOrdID; a resting order cancelled by self-trade prevention (when a new or replaced order of
+its account meets it) goes to the resting order's session. BALANCE events go to gateways only for
+deposits and withdrawals; those of fills are on the account topics.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections import OrderedDict, deque
+from typing import Any, Iterable
+
+import numpy as np
+
+from common.config import ExchangeConfig
+from common.intake import Envelope
+from common.records import (
+    COMMAND_DTYPE,
+    EVENT_DTYPE,
+    CancelReason,
+    CommandKind,
+    EventKind,
+    OrderType,
+    TimeInForce,
+)
+from common.reports import ReportMessage, account_topic, gateway_topic, market_topic
+from common.stream import Duplicate, SequencedBatch
+from engine.core import Engine
+
+log = logging.getLogger("engine.service")
+
+CLOSED_ORDER_HISTORY = 100_000  # ended orders kept for status queries (and OrigClOrdID resolution)
+OUTCOME_HISTORY = 100_000  # (account, ClOrdID) -> first outcome event kept, to answer resends
+RESEND_REPLY_MAX = 10_000  # report messages in one resend reply at most (the reply says where to go on)
+# ClOrdIDs of orders gone from the history leave the OrigClOrdID map only before a command whose seq is a
+# multiple of this: between two such points the map only grows, so whether a batch must pause before a
+# cancel by OrigClOrdID can be seen from the batch's own commands.
+SWEEP_INTERVAL = 65_536
+
+# Order status names of the "order" query.
+NEW_STATUS = "new"
+PARTIALLY_FILLED = "partially_filled"
+FILLED = "filled"
+CANCELED = "canceled"
+REJECTED_STATUS = "rejected"
+EXPIRED = "expired"
+
+# Cancel reasons that end an order the client did not ask to cancel: it expired.
+_EXPIRY_REASONS = frozenset({CancelReason.IOC_REMAINDER, CancelReason.FOK, CancelReason.MARKET_REMAINDER})
+
+_ACCEPTED = int(EventKind.ACCEPTED)
+_REJECTED = int(EventKind.REJECTED)
+_TRADE = int(EventKind.TRADE)
+_CANCELLED = int(EventKind.CANCELLED)
+_REPLACED = int(EventKind.REPLACED)
+_BALANCE = int(EventKind.BALANCE)
+
+_NEW = int(CommandKind.NEW)
+_CANCEL = int(CommandKind.CANCEL)
+_CANCEL_REPLACE = int(CommandKind.CANCEL_REPLACE)
+_CANCEL_ALL = int(CommandKind.CANCEL_ALL)
+_FUNDS = frozenset({int(CommandKind.DEPOSIT), int(CommandKind.WITHDRAW)})
+_MARKET = int(OrderType.MARKET)
+_LIMIT = int(OrderType.LIMIT)
+_IMMEDIATE = frozenset({int(TimeInForce.IOC), int(TimeInForce.FOK)})
+
+
+class StreamInconsistency(ValueError):
+    """A batch that does not continue the applied sequence, or whose records contradict its header."""
+
+
+class _Order:
+    """What the service knows about one order beyond the engine's own record."""
+
+    __slots__ = ("order_id", "account", "symbol", "side", "order_type", "tif", "price", "qty", "filled",
+                 "gateway", "session", "clordid", "clordids", "cum_quote", "ts", "status")
+
+    def __init__(self, order_id: int, account: int, symbol: int, side: int, order_type: int, tif: int,
+                 price: int, qty: int, gateway: int, session: int, clordid: str, ts: int):
+        self.order_id = order_id
+        self.account = account
+        self.symbol = symbol
+        self.side = side
+        self.order_type = order_type
+        self.tif = tif
+        self.price = price
+        self.qty = qty
+        self.filled = 0
+        self.gateway = gateway
+        self.session = session
+        self.clordid = clordid
+        self.clordids = [clordid] if clordid else []
+        self.cum_quote = 0
+        self.ts = ts
+        self.status = NEW_STATUS
+
+
+class _Output:
+    """The report messages of one ``apply`` being gathered: the batch's events (copies of the engine's
+    chunks), and per gateway the positions of its events in them with one item each."""
+
+    __slots__ = ("chunks", "count", "gateway_positions", "gateway_items")
+
+    def __init__(self) -> None:
+        self.chunks: list[np.ndarray] = []
+        self.count = 0  # events in ``chunks``
+        self.gateway_positions: dict[int, list[int]] = {}
+        self.gateway_items: dict[int, list[dict]] = {}
+
+    def events(self) -> np.ndarray:
+        if len(self.chunks) == 1:
+            return self.chunks[0]
+        out = np.empty(self.count, dtype=EVENT_DTYPE)  # np.concatenate is slow on record arrays
+        at = 0
+        for chunk in self.chunks:
+            out[at : at + len(chunk)] = chunk
+            at += len(chunk)
+        return out
+
+
+class EngineService:
+    """The engine plus the process-level state of reports, resends and queries (module docstring)."""
+
+    def __init__(self, config: ExchangeConfig):
+        self.config = config
+        self.engine = Engine(config)
+        self._last_seq = 0
+        self._open: dict[int, _Order] = {}
+        self._closed: OrderedDict[int, _Order] = OrderedDict()
+        self._by_clordid: dict[tuple[int, str], int] = {}
+        self._evicted: list[_Order] = []  # gone from the history; their ClOrdIDs leave at the next sweep
+        self._outcomes: OrderedDict[tuple[int, str], tuple[int, bytes]] = OrderedDict()
+        self._counters: dict[bytes, int] = {}
+        self._recent: dict[int, deque] = {}  # gateway -> deque of (n, events bytes, items)
+        self._max_accounts = config.capacity.max_accounts
+        self._n_symbols = len(config.symbols)
+
+    @property
+    def last_seq(self) -> int:
+        """The sequence number of the last command applied (0 before any)."""
+        return self._last_seq
+
+    def warm_up(self) -> None:
+        """Compile the engine's kernels now (a command of no known kind: rejected, nothing changes)."""
+        probe = np.zeros(1, dtype=COMMAND_DTYPE)
+        for _ in self.engine.process(probe):
+            pass
+        self.engine.order(1)
+
+    # --- applying batches ---------------------------------------------------------------------------
+
+    def apply(self, batch: SequencedBatch, *, report: bool = True, resend: bool = False) -> list[ReportMessage]:
+        """Apply the next batch; return its report messages (gateways, then markets, then accounts).
+
+        ``report=False`` updates every state the same way but builds no message and leaves the topic
+        counters alone. ``resend=True`` (recovery at start-up) marks every gateway item as a possible
+        resend: the engine cannot know which of them it published before it stopped.
+        """
+        count = len(batch.records)
+        if count == 0:
+            return []
+        if batch.first != self._last_seq + 1:
+            raise StreamInconsistency(f"batch starts at seq {batch.first}, expected {self._last_seq + 1}")
+        if len(batch.envelopes) != count:
+            raise StreamInconsistency(f"batch of {count} records carries {len(batch.envelopes)} envelopes")
+        # A writable copy: order ids get resolved in it, and the kernels take writable arrays only.
+        records = np.array(batch.records, dtype=COMMAND_DTYPE, copy=True)
+        seqs = records["seq"]
+        if int(seqs[0]) != batch.first or int(seqs[-1]) != batch.last or (
+            count > 1 and not bool(np.all(np.diff(seqs) == 1))
+        ):
+            raise StreamInconsistency(f"records of batch {batch.first}..{batch.last} are not numbered so")
+
+        context = _BatchContext(batch.first, records, batch.envelopes, report, resend)
+        output = _Output()
+        start = 0
+        for index, is_sweep in self._stops(records, batch.envelopes):
+            if is_sweep:
+                if index > start:
+                    self._run(records[start:index], context, output)
+                    start = index
+                self._sweep()
+                continue
+            account = int(records[index]["account"])
+            key = (account, batch.envelopes[index].orig)
+            if context.added_between(key, start, index):
+                # An order of this batch, not yet applied, may take that ClOrdID: apply up to here first.
+                self._run(records[start:index], context, output)
+                start = index
+            records[index]["order_id"] = self._by_clordid.get(key, 0)
+        self._run(records[start:], context, output)
+        self._last_seq = batch.last
+        return self._messages(output) if report else []
+
+    @staticmethod
+    def _stops(records: np.ndarray, envelopes: list[Envelope]) -> list[tuple[int, bool]]:
+        """Positions where applying must pause: (position, True) before a sweep of the ClOrdID map,
+        (position, False) at a cancel or replace that names its target by OrigClOrdID only."""
+        kinds = records["kind"]
+        candidates = np.nonzero(((kinds == _CANCEL) | (kinds == _CANCEL_REPLACE)) & (records["order_id"] == 0))[0]
+        stops = [(int(i), False) for i in candidates if envelopes[int(i)].orig]
+        first = int(records[0]["seq"])
+        sweep = -(-first // SWEEP_INTERVAL) * SWEEP_INTERVAL  # the first multiple at or after `first`
+        stops.extend((seq - first, True) for seq in range(sweep, first + len(records), SWEEP_INTERVAL))
+        stops.sort(key=lambda stop: (stop[0], not stop[1]))
+        return stops
+
+    def _run(self, commands: np.ndarray, context: "_BatchContext", output: _Output) -> None:
+        for chunk in self.engine.process(commands):
+            self._take_chunk(chunk, context, output)
+        context.end_command(self)
+
+    def _take_chunk(self, chunk: np.ndarray, ctx: "_BatchContext", output: _Output) -> None:
+        """Update the order tracking from one chunk of events and route its events to topics."""
+        kinds = chunk["kind"].tolist()
+        seqs = chunk["seq"].tolist()
+        order_ids = chunk["order_id"].tolist()
+        accounts = chunk["account"].tolist()
+        tss = chunk["ts"].tolist()
+        gateway_positions = output.gateway_positions
+        gateway_items = output.gateway_items
+        offset = output.count  # positions are counted over the whole batch
+
+        def route(gateway: int, position: int, session: int, account: int, role: str, clordid: str,
+                  cum_quote: int) -> None:
+            if not ctx.report:
+                return
+            gateway_positions.setdefault(gateway, []).append(offset + position)
+            gateway_items.setdefault(gateway, []).append({
+                "session": session, "account": account, "role": role, "clordid": clordid,
+                "cum_quote": cum_quote, "resend": ctx.resend,
+            })
+
+        columns: dict[str, list] = {}
+
+        def column(name: str) -> list:
+            values = columns.get(name)
+            if values is None:
+                values = columns[name] = chunk[name].tolist()
+            return values
+
+        for i, kind in enumerate(kinds):
+            seq = seqs[i]
+            if seq != ctx.seq:
+                ctx.end_command(self)
+                ctx.begin(seq)
+                if ctx.clordid:
+                    self._remember_outcome(ctx.account, ctx.clordid, ctx.kind, chunk[i : i + 1].tobytes())
+            if kind == _BALANCE:
+                if ctx.kind in _FUNDS:
+                    route(ctx.gateway, i, ctx.session, accounts[i], "order", ctx.clordid, 0)
+                continue
+            oid = order_ids[i]
+            if kind == _TRADE:
+                amount = column("amount")[i]
+                taker = self._open.get(oid)
+                if taker is None:
+                    log.warning("seq %d: trade of order %d, which the service does not know", seq, oid)
+                    route(ctx.gateway, i, ctx.session, accounts[i], "taker", ctx.clordid, amount)
+                else:
+                    taker.filled = column("filled")[i]
+                    taker.cum_quote += amount
+                    taker.ts = tss[i]
+                    route(taker.gateway, i, taker.session, taker.account, "taker", taker.clordid, taker.cum_quote)
+                    if column("leaves")[i] == 0 and taker.qty > 0:
+                        self._close(taker, FILLED)
+                maker_oid = column("maker_order_id")[i]
+                maker = self._open.get(maker_oid)
+                if maker is None:
+                    log.warning("seq %d: trade of maker order %d, which the service does not know", seq, maker_oid)
+                else:
+                    maker.filled = column("maker_filled")[i]
+                    maker.cum_quote += amount
+                    maker.ts = tss[i]
+                    route(maker.gateway, i, maker.session, maker.account, "maker", maker.clordid, maker.cum_quote)
+                    if column("maker_leaves")[i] == 0:
+                        self._close(maker, FILLED)
+            elif kind == _ACCEPTED:
+                order = _Order(oid, accounts[i], column("symbol")[i], column("side")[i], column("order_type")[i],
+                               column("tif")[i], column("price")[i], column("qty")[i], ctx.gateway, ctx.session,
+                               ctx.clordid, tss[i])
+                self._open[oid] = order
+                if ctx.clordid:
+                    self._by_clordid[(order.account, ctx.clordid)] = oid
+                if order.order_type == _MARKET or order.tif in _IMMEDIATE:
+                    ctx.transient = oid  # never rests: it ends with its command
+                route(ctx.gateway, i, ctx.session, order.account, "order", ctx.clordid, 0)
+            elif kind == _CANCELLED:
+                order = self._open.get(oid)
+                own = ctx.kind in (_CANCEL, _CANCEL_ALL) or oid == ctx.target
+                if order is not None and not own:  # a resting order cancelled by self-trade prevention
+                    route(order.gateway, i, order.session, order.account, "order", order.clordid, order.cum_quote)
+                else:
+                    route(ctx.gateway, i, ctx.session, accounts[i], "order", ctx.clordid,
+                          order.cum_quote if order is not None else 0)
+                if order is not None:
+                    order.filled = column("filled")[i]
+                    order.ts = tss[i]
+                    reason = column("reason")[i]
+                    self._close(order, EXPIRED if reason in _EXPIRY_REASONS else CANCELED)
+            elif kind == _REPLACED:
+                order = self._open.get(oid)
+                cum_quote = 0
+                if order is not None:
+                    order.price = column("price")[i]
+                    order.qty = column("qty")[i]
+                    order.filled = column("filled")[i]
+                    order.ts = tss[i]
+                    order.gateway, order.session = ctx.gateway, ctx.session
+                    if ctx.clordid:
+                        order.clordid = ctx.clordid
+                        order.clordids.append(ctx.clordid)
+                        self._by_clordid[(order.account, ctx.clordid)] = oid
+                    cum_quote = order.cum_quote
+                route(ctx.gateway, i, ctx.session, accounts[i], "order", ctx.clordid, cum_quote)
+            elif kind == _REJECTED:
+                order = self._open.get(oid) if ctx.kind in (_CANCEL, _CANCEL_REPLACE) else None
+                cum_quote = order.cum_quote if order is not None and order.account == accounts[i] else 0
+                route(ctx.gateway, i, ctx.session, accounts[i], "order", ctx.clordid, cum_quote)
+            else:  # ACCOUNT_CREATED, MASS_CANCELLED
+                route(ctx.gateway, i, ctx.session, accounts[i], "order", ctx.clordid, 0)
+
+        if ctx.report:
+            output.chunks.append(chunk.copy())
+            output.count += len(chunk)
+
+    def _messages(self, output: _Output) -> list[ReportMessage]:
+        if not output.chunks:
+            return []
+        events = output.events()
+        messages = []
+        for gateway in sorted(output.gateway_positions):
+            positions = np.asarray(output.gateway_positions[gateway], dtype=np.intp)
+            messages.append(self._gateway_message(gateway, events[positions], output.gateway_items[gateway]))
+
+        kinds = events["kind"]
+        book_event = (kinds == _ACCEPTED) | (kinds == _CANCELLED) | (kinds == _REPLACED)
+        wanted = np.nonzero((kinds == _TRADE) | (book_event & (events["order_type"] == _LIMIT)))[0]
+        for symbol, positions in _groups(events["symbol"][wanted], wanted):
+            topic = market_topic(symbol)
+            messages.append(ReportMessage(topic, self._next_n(topic), events[positions]))
+
+        # Every event of an account: its own, and the trades where it is the maker.
+        accounts, makers = events["account"], events["maker_account"]
+        own = np.nonzero((accounts >= 0) & (accounts < self._max_accounts))[0]
+        as_maker = np.nonzero(
+            (kinds == _TRADE) & (makers != accounts) & (makers >= 0) & (makers < self._max_accounts)
+        )[0]
+        positions = np.concatenate([own, as_maker])
+        keys = np.concatenate([accounts[own], makers[as_maker]])
+        for account, group in _groups(keys, positions):
+            topic = account_topic(account)
+            messages.append(ReportMessage(topic, self._next_n(topic), events[group]))
+        return messages
+
+    def _gateway_message(self, gateway: int, events: np.ndarray, items: list[dict]) -> ReportMessage:
+        topic = gateway_topic(gateway)
+        message = ReportMessage(topic, self._next_n(topic), events, items)
+        kept = self._recent.get(gateway)
+        if kept is None:
+            kept = self._recent[gateway] = deque(maxlen=self.config.engine.recent_reports)
+        kept.append((message.n, events.tobytes(), items))
+        return message
+
+    def _next_n(self, topic: bytes) -> int:
+        n = self._counters.get(topic, 0) + 1
+        self._counters[topic] = n
+        return n
+
+    # --- order tracking -----------------------------------------------------------------------------
+
+    def _close(self, order: _Order, status: str) -> None:
+        """The order has ended: keep its last state in the bounded history."""
+        del self._open[order.order_id]
+        order.status = status
+        self._closed[order.order_id] = order
+        while len(self._closed) > CLOSED_ORDER_HISTORY:
+            self._evicted.append(self._closed.popitem(last=False)[1])
+
+    def _sweep(self) -> None:
+        """Forget the ClOrdIDs of orders evicted from the history since the last sweep."""
+        for order in self._evicted:
+            for clordid in order.clordids:
+                key = (order.account, clordid)
+                if self._by_clordid.get(key) == order.order_id:
+                    del self._by_clordid[key]
+        self._evicted.clear()
+
+    def _end_transient(self, order_id: int) -> None:
+        """An IOC, FOK or market order whose command is over and that no event ended (it filled)."""
+        order = self._open.get(order_id)
+        if order is not None:
+            done = order.filled > 0 if order.qty > 0 else order.cum_quote > 0
+            self._close(order, FILLED if done else EXPIRED)
+
+    def _remember_outcome(self, account: int, clordid: str, command_kind: int, event: bytes) -> None:
+        key = (account, clordid)
+        self._outcomes.pop(key, None)
+        self._outcomes[key] = (command_kind, event)
+        while len(self._outcomes) > OUTCOME_HISTORY:
+            self._outcomes.popitem(last=False)
+
+    def _known_order(self, account: int, order_id: int) -> _Order | None:
+        order = self._open.get(order_id) or self._closed.get(order_id)
+        return order if order is not None and order.account == account else None
+
+    # --- resends of commands already sequenced ------------------------------------------------------
+
+    def duplicate(self, notice: Duplicate) -> list[ReportMessage]:
+        """The original outcome of a command sent again, for the session that sent it again.
+
+        The answer is a gateway message like any other (it takes the topic's next ``n``); it is not part
+        of the journal, so a replay does not produce it again.
+        """
+        record = notice.record.reshape(-1)[0]
+        account, gateway = int(record["account"]), int(record["origin"])
+        clordid = notice.envelope.clordid
+        outcome = self._outcomes.get((account, clordid))
+        if outcome is None:
+            log.info("resend of account %d ClOrdID %r (seq %d): its outcome is no longer kept; not answered",
+                     account, clordid, notice.original)
+            return []
+        events = np.frombuffer(outcome[1], dtype=EVENT_DTYPE).copy()
+        order = self._known_order(account, int(events[0]["order_id"]))
+        item = {"session": notice.envelope.session, "account": account, "role": "order", "clordid": clordid,
+                "cum_quote": order.cum_quote if order is not None else 0, "resend": True}
+        return [self._gateway_message(gateway, events, [item])]
+
+    # --- queries ------------------------------------------------------------------------------------
+
+    def query(self, q: Any) -> dict:
+        """Answer one query map (common/reports.py); a malformed one gets ``{"ok": False, "error": ...}``."""
+        if not isinstance(q, dict):
+            return {"ok": False, "error": "a query is a map"}
+        reply: dict[str, Any] = {"id": q.get("id")}
+        try:
+            kind = q.get("q")
+            handler = _QUERY_HANDLERS.get(kind) if isinstance(kind, str) else None
+            if handler is None:
+                raise _BadQuery(f"unknown query kind {kind!r}")
+            reply.update(handler(self, q))
+            reply["ok"] = True
+        except _BadQuery as exc:
+            reply.update(ok=False, error=str(exc))
+        return reply
+
+    def _query_order(self, q: dict) -> dict:
+        account = self._account(q)
+        order_id = _optional_int(q, "order_id")
+        clordid = q.get("clordid")
+        if clordid is not None and not isinstance(clordid, str):
+            raise _BadQuery("clordid must be a string")
+        if (order_id is None) == (clordid is None):
+            raise _BadQuery("give exactly one of order_id and clordid")
+        if clordid is not None:
+            order_id = self._by_clordid.get((account, clordid))
+            if order_id is None:
+                return self._order_from_outcome(account, clordid)
+        order = self._known_order(account, order_id)
+        if order is None:
+            return {"found": False}
+        return {"found": True, "order": self._order_view(order)}
+
+    def _order_from_outcome(self, account: int, clordid: str) -> dict:
+        """A NEW that never became an open order (rejected, or an unfillable FOK)."""
+        outcome = self._outcomes.get((account, clordid))
+        if outcome is None or outcome[0] != _NEW:
+            return {"found": False}
+        event = np.frombuffer(outcome[1], dtype=EVENT_DTYPE)[0]
+        status = REJECTED_STATUS if int(event["kind"]) == _REJECTED else EXPIRED
+        view = {name: int(event[name]) for name in ("symbol", "side", "order_type", "tif", "price", "qty", "ts")}
+        view.update(order_id=int(event["seq"]), account=account, clordid=clordid, filled=0, leaves=0, cum_quote=0,
+                    status=status)
+        if status == REJECTED_STATUS:
+            view["reason"] = int(event["reason"])
+        return {"found": True, "order": view}
+
+    def _order_view(self, order: _Order) -> dict:
+        view = {"order_id": order.order_id, "account": order.account, "clordid": order.clordid,
+                "symbol": order.symbol, "side": order.side, "order_type": order.order_type, "tif": order.tif,
+                "cum_quote": order.cum_quote, "ts": order.ts}
+        live = self.engine.order(order.order_id) if order.order_id in self._open else None
+        if live is not None:
+            view.update(price=live["price"], qty=live["qty"], filled=live["filled"], leaves=live["leaves"],
+                        status=PARTIALLY_FILLED if live["filled"] > 0 else NEW_STATUS)
+        else:
+            view.update(price=order.price, qty=order.qty, filled=order.filled, leaves=0, status=order.status)
+        return view
+
+    def _query_open_orders(self, q: dict) -> dict:
+        account = self._account(q)
+        symbol = _optional_int(q, "symbol")
+        if symbol is not None and not 0 <= symbol < self._n_symbols:
+            raise _BadQuery(f"unknown symbol {symbol}")
+        orders = []
+        for row in self.engine.open_orders(account):
+            if symbol is not None and row["symbol"] != symbol:
+                continue
+            order = self._open.get(row["order_id"])
+            if order is None:  # pragma: no cover - the tracking follows every event
+                log.warning("open order %d is not tracked", row["order_id"])
+                continue
+            orders.append(self._order_view(order))
+        return {"orders": orders}
+
+    def _query_balances(self, q: dict) -> dict:
+        account = self._account(q)
+        balances = []
+        for asset in self.config.assets:
+            available, frozen = self.engine.balance(account, asset.id)
+            balances.append({"asset": asset.id, "available": available, "frozen": frozen})
+        return {"balances": balances}
+
+    def _query_resend(self, q: dict) -> dict:
+        gateway = _required_int(q, "gateway")
+        first = _required_int(q, "from")
+        if first < 1:
+            raise _BadQuery("from must be at least 1")
+        limit = _optional_int(q, "max")
+        limit = RESEND_REPLY_MAX if limit is None else min(max(limit, 1), RESEND_REPLY_MAX)
+        kept = self._recent.get(gateway, ())
+        last = self._counters.get(gateway_topic(gateway), 0)
+        oldest = kept[0][0] if kept else last + 1
+        messages = []
+        for n, events, items in kept:  # a deque: walk from the oldest
+            if n < first:
+                continue
+            if len(messages) == limit:
+                break
+            messages.append([n, events, items])
+        more = bool(messages) and messages[-1][0] < last
+        return {"messages": messages, "dropped": first < oldest, "last": last, "more": more}
+
+    def _query_head(self, q: dict) -> dict:
+        return {"head": self._last_seq}
+
+    def _account(self, q: dict) -> int:
+        account = _required_int(q, "account")
+        if not 0 <= account < self._max_accounts:
+            raise _BadQuery(f"unknown account {account}")
+        return account
+
+
+_QUERY_HANDLERS = {
+    "order": EngineService._query_order,
+    "open_orders": EngineService._query_open_orders,
+    "balances": EngineService._query_balances,
+    "resend": EngineService._query_resend,
+    "head": EngineService._query_head,
+}
+
+
+class _BadQuery(ValueError):
+    pass
+
+
+def _required_int(q: dict, key: str) -> int:
+    value = _optional_int(q, key)
+    if value is None:
+        raise _BadQuery(f"{key} is required")
+    return value
+
+
+def _optional_int(q: dict, key: str) -> int | None:
+    value = q.get(key)
+    if value is None:
+        return None
+    if isinstance(value, bool) or not isinstance(value, int):
+        raise _BadQuery(f"{key} must be an integer")
+    return value
+
+
+class _BatchContext:
+    """The command whose events are being read, within one batch."""
+
+    __slots__ = ("first", "origins", "sessions", "clordids", "kinds", "accounts", "records", "report", "resend",
+                 "adds", "seq", "gateway", "session", "clordid", "kind", "account", "target", "transient")
+
+    def __init__(self, first: int, records: np.ndarray, envelopes: list[Envelope], report: bool,
+                 resend: bool = False):
+        self.first = first
+        self.report = report
+        self.resend = resend
+        self.adds: dict[tuple[int, str], list[int]] | None = None
+        self.records = records  # resolved order ids are read from here
+        self.origins = records["origin"].tolist()
+        self.kinds = records["kind"].tolist()
+        self.accounts = records["account"].tolist()
+        self.sessions = [e.session for e in envelopes]
+        self.clordids = [e.clordid for e in envelopes]
+        self.seq = 0
+        self.transient = 0
+        self.gateway = self.session = self.kind = self.account = self.target = 0
+        self.clordid = ""
+
+    def begin(self, seq: int) -> None:
+        i = seq - self.first
+        if not 0 <= i < len(self.kinds):
+            raise StreamInconsistency(f"the engine reported an event of seq {seq} outside the batch")
+        self.seq = seq
+        self.gateway = self.origins[i]
+        self.session = self.sessions[i]
+        self.clordid = self.clordids[i]
+        self.kind = self.kinds[i]
+        self.account = self.accounts[i]
+        # The order this command is about: a NEW's own id, a replace's target (resolved by now).
+        if self.kind == _NEW:
+            self.target = seq
+        elif self.kind == _CANCEL_REPLACE:
+            self.target = int(self.records[i]["order_id"])
+        else:
+            self.target = 0
+        self.transient = 0
+
+    def added_between(self, key: tuple[int, str], start: int, stop: int) -> bool:
+        """Whether a NEW or a replace at a position in ``[start, stop)`` gives an order ClOrdID ``key``."""
+        if self.adds is None:
+            self.adds = {}
+            for i, kind in enumerate(self.kinds):
+                if (kind == _NEW or kind == _CANCEL_REPLACE) and self.clordids[i]:
+                    self.adds.setdefault((self.accounts[i], self.clordids[i]), []).append(i)
+        return any(start <= i < stop for i in self.adds.get(key, ()))
+
+    def end_command(self, service: EngineService) -> None:
+        if self.transient:
+            service._end_transient(self.transient)
+            self.transient = 0
+
+
+def _groups(keys: np.ndarray, positions: np.ndarray) -> Iterable[tuple[int, np.ndarray]]:
+    """(key, positions with that key in increasing order) for each distinct key, by key."""
+    if len(keys) == 0:
+        return
+    order = np.lexsort((positions, keys))
+    keys, positions = keys[order], positions[order]
+    bounds = np.nonzero(np.diff(keys))[0] + 1
+    starts = [0, *bounds.tolist()]
+    ends = [*bounds.tolist(), len(keys)]
+    for start, end in zip(starts, ends):
+        yield int(keys[start]), positions[start:end]
+

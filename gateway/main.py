@@ -1,0 +1,267 @@
+"""The gateway process: ``python -m gateway.main --name gw-1`` (or ``--index 0``) [--config PATH].
+
+The instance (its id, name and FIX endpoint) comes from ``config.gateway.instances``. Sockets:
+
+1. ``fix`` ROUTER, bound: one DEALER per client connection (docs/protocol.md). ROUTER_MANDATORY is on,
+   so a send to a client that went away fails at once (EHOSTUNREACH) instead of vanishing: the session
+   ends and what it was owed goes to the account's other sessions. A client that does not read (its
+   queue full) is treated the same way. Frames far beyond ``gateway.max_message_bytes`` make ZeroMQ
+   drop the connection (MAXMSGSIZE); the others over the limit are refused unread with a Reject.
+2. ``sequencer.intake`` PUSH, connected: commands (common/intake.py). IMMEDIATE: with no sequencer
+   connected a send fails at once and the client is told EXCHANGE_CLOSED, rather than queueing orders.
+3. ``engine.reports`` SUB, connected, subscribed to this gateway's topic (common/reports.py).
+4. ``engine.queries`` DEALER, connected: order status, open orders, balances, report resends.
+
+One loop on a ``zmq.Poller`` with the core's timer (``GatewayCore.tick_interval_ns``): each ready socket
+is drained without blocking (a bounded number of messages per turn), every message goes through the pure
+core (gateway/core.py), and the core's actions are carried out in order.
+
+SIGTERM / SIGINT: the loop finishes the messages in hand, every session gets a Logout, the sockets close
+with a short linger, and the process exits 0.
+"""
+
+from __future__ import annotations
+
+import argparse
+import errno
+import logging
+import os
+import signal
+import sys
+import time
+
+import zmq
+
+from common.config import ConfigError, ExchangeConfig, GatewayInstance, load_config
+from common.credentials import CredentialStore
+from common.protocol import encode
+from common.reports import ReportError, decode_query, decode_report, encode_query
+from gateway.core import Action, GatewayCore, Query, Submit, ToClient
+
+log = logging.getLogger("gateway")
+
+MESSAGES_PER_TURN = 1024  # per socket and loop turn, so that no socket starves the others
+CLIENT_SNDHWM = 10_000  # messages queued to one client; a client that far behind is disconnected
+INTAKE_SNDHWM = 100_000  # commands queued to the sequencer during a burst before EXCHANGE_CLOSED
+REPORTS_RCVHWM = 1_000_000  # report messages queued from the engine before the SUB drops (then: resend)
+CLOSE_LINGER_MS = 200  # how long closing sockets may take to flush the last messages
+HARD_SIZE_FACTOR = 4  # frames above this many times max_message_bytes drop the connection unread
+STATS_INTERVAL_S = 10.0
+
+
+class GatewayProcess:
+    """The sockets around a :class:`GatewayCore`. ``run()`` returns the exit status."""
+
+    def __init__(self, config: ExchangeConfig, instance: GatewayInstance):
+        self.config = config
+        self.instance = instance
+        self.credentials = CredentialStore.open(config)
+        self.core = GatewayCore(config, instance, self.credentials, clock=time.time_ns)
+        self.stopping = False
+        self.counters = {"client": 0, "submitted": 0, "reports": 0, "sent": 0, "unreachable": 0,
+                         "submit_failed": 0}
+
+        self.context = zmq.Context()
+        self.fix = self.context.socket(zmq.ROUTER)
+        self.fix.setsockopt(zmq.ROUTER_MANDATORY, 1)
+        self.fix.setsockopt(zmq.MAXMSGSIZE, HARD_SIZE_FACTOR * config.gateway.max_message_bytes)
+        self.fix.setsockopt(zmq.SNDHWM, CLIENT_SNDHWM)
+        self.intake = self.context.socket(zmq.PUSH)
+        self.intake.setsockopt(zmq.IMMEDIATE, 1)
+        self.intake.setsockopt(zmq.SNDHWM, INTAKE_SNDHWM)
+        self.reports = self.context.socket(zmq.SUB)
+        self.reports.setsockopt(zmq.RCVHWM, REPORTS_RCVHWM)
+        self.reports.setsockopt(zmq.SUBSCRIBE, self.core.topic)
+        self.queries = self.context.socket(zmq.DEALER)
+        self.queries.setsockopt(zmq.IMMEDIATE, 1)
+        for sock in (self.fix, self.intake, self.reports, self.queries):
+            sock.setsockopt(zmq.LINGER, CLOSE_LINGER_MS)
+        self.fix.bind(instance.fix)
+        self.intake.connect(config.sequencer.intake)
+        self.reports.connect(config.engine.reports)
+        self.queries.connect(config.engine.queries)
+
+        # Signals wake the poller through a pipe, so a stop never waits for a poll timeout.
+        self._wake_read, self._wake_write = os.pipe()
+        os.set_blocking(self._wake_read, False)
+        os.set_blocking(self._wake_write, False)
+        signal.set_wakeup_fd(self._wake_write)
+        signal.signal(signal.SIGTERM, self._on_signal)
+        signal.signal(signal.SIGINT, self._on_signal)
+
+        self.poller = zmq.Poller()
+        self.poller.register(self.fix, zmq.POLLIN)
+        self.poller.register(self.reports, zmq.POLLIN)
+        self.poller.register(self.queries, zmq.POLLIN)
+        self.poller.register(self._wake_read, zmq.POLLIN)
+
+    def _on_signal(self, signum: int, frame: object) -> None:
+        self.stopping = True
+
+    # --- the loop ------------------------------------------------------------------------------------
+
+    def run(self) -> int:
+        log.info("gateway %s (id %d, session epoch %08x) started: fix %s, intake %s, reports %s, queries %s",
+                 self.instance.name, self.instance.id, self.core.epoch, self.instance.fix,
+                 self.config.sequencer.intake, self.config.engine.reports, self.config.engine.queries)
+        tick_s = self.core.tick_interval_ns / 1e9
+        next_tick = time.monotonic() + tick_s
+        next_stats = time.monotonic() + STATS_INTERVAL_S
+        status = 0
+        try:
+            while not self.stopping:
+                timeout_ms = max(0.0, min(next_tick, next_stats) - time.monotonic()) * 1000
+                ready = dict(self.poller.poll(timeout_ms))
+                if self._wake_read in ready:
+                    self._drain_wakeups()
+                if self.fix in ready:
+                    self._from_clients()
+                if self.reports in ready:
+                    self._from_engine_reports()
+                if self.queries in ready:
+                    self._from_engine_queries()
+                now = time.monotonic()
+                if now >= next_tick:
+                    self._carry_out(self.core.on_tick())
+                    next_tick = now + tick_s
+                if now >= next_stats:
+                    self._log_stats()
+                    next_stats = now + STATS_INTERVAL_S
+            self._logout_everyone()
+        except Exception:
+            log.exception("gateway %s failed", self.instance.name)
+            status = 1
+        finally:
+            self._close()
+        log.info("gateway %s stopped", self.instance.name)
+        return status
+
+    def _drain_wakeups(self) -> None:
+        try:
+            while os.read(self._wake_read, 4096):
+                pass
+        except BlockingIOError:
+            pass
+
+    def _from_clients(self) -> None:
+        for _ in range(MESSAGES_PER_TURN):
+            try:
+                frames = self.fix.recv_multipart(zmq.NOBLOCK, copy=True)
+            except zmq.Again:
+                return
+            self.counters["client"] += 1
+            # [identity, frame]: one frame per message (docs/protocol.md); others are refused.
+            self._carry_out(self.core.on_client(frames[0], frames[-1], frame_count=len(frames) - 1))
+
+    def _from_engine_reports(self) -> None:
+        for _ in range(MESSAGES_PER_TURN):
+            try:
+                frames = self.reports.recv_multipart(zmq.NOBLOCK)
+            except zmq.Again:
+                return
+            try:
+                message = decode_report(frames)
+            except (ReportError, IndexError) as exc:
+                log.error("dropped a malformed report message: %s", exc)
+                continue
+            self.counters["reports"] += 1
+            self._carry_out(self.core.on_report(message))
+
+    def _from_engine_queries(self) -> None:
+        for _ in range(MESSAGES_PER_TURN):
+            try:
+                frames = self.queries.recv_multipart(zmq.NOBLOCK)
+            except zmq.Again:
+                return
+            try:
+                reply = decode_query(frames)
+            except ReportError as exc:
+                log.error("dropped a malformed query reply: %s", exc)
+                continue
+            self._carry_out(self.core.on_query_reply(reply))
+
+    # --- actions -------------------------------------------------------------------------------------
+
+    def _carry_out(self, actions: list[Action]) -> None:
+        queue = list(actions)
+        index = 0
+        while index < len(queue):
+            action = queue[index]
+            index += 1
+            if type(action) is ToClient:
+                queue.extend(self._to_client(action))
+            elif type(action) is Submit:
+                try:
+                    self.intake.send_multipart(action.frames, zmq.NOBLOCK)
+                    self.counters["submitted"] += 1
+                except zmq.Again:
+                    self.counters["submit_failed"] += 1
+                    queue.extend(self.core.on_submit_failed(action))
+            elif type(action) is Query:
+                try:
+                    self.queries.send_multipart(encode_query(action.query), zmq.NOBLOCK)
+                except zmq.Again:
+                    queue.extend(self.core.on_query_failed(action))
+
+    def _to_client(self, action: ToClient) -> list[Action]:
+        try:
+            self.fix.send_multipart([action.identity, encode(action.message)], zmq.NOBLOCK)
+            self.counters["sent"] += 1
+            return []
+        except zmq.ZMQError as exc:
+            if exc.errno not in (errno.EHOSTUNREACH, errno.EAGAIN):
+                raise
+            self.counters["unreachable"] += 1
+            return self.core.on_unreachable(action.identity, action.message)
+
+    def _logout_everyone(self) -> None:
+        for action in self.core.shutdown():
+            if type(action) is ToClient:
+                self._to_client(action)
+
+    def _log_stats(self) -> None:
+        line = ", ".join(f"{name} {value}" for name, value in self.counters.items())
+        log.info("%s; sessions %d, lost reports %d", line, len(self.core.sessions), self.core.lost_reports)
+        for name in self.counters:
+            self.counters[name] = 0
+
+    def _close(self) -> None:
+        for sock in (self.fix, self.intake, self.reports, self.queries):
+            sock.close()
+        self.context.term()
+        self.credentials.close()
+        signal.set_wakeup_fd(-1)
+        os.close(self._wake_read)
+        os.close(self._wake_write)
+
+
+def instance_of(config: ExchangeConfig, *, name: str | None, index: int | None) -> GatewayInstance:
+    if name is not None:
+        return config.gateway.instance(name)
+    if index is not None:
+        if not 0 <= index < len(config.gateway.instances):
+            raise KeyError(f"no gateway at index {index}: the configuration lists {len(config.gateway.instances)}")
+        return config.gateway.instances[index]
+    raise KeyError("name the gateway with --name or --index")
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description="The FIX-like gateway: client sessions in, commands out.")
+    which = parser.add_mutually_exclusive_group(required=True)
+    which.add_argument("--name", help="the gateway's name in config.gateway.instances")
+    which.add_argument("--index", type=int, help="the gateway's position in config.gateway.instances")
+    parser.add_argument("--config", help="exchange configuration file (default: $EXCHANGE_CONFIG or built-in)")
+    args = parser.parse_args(argv)
+    logging.basicConfig(level=logging.INFO, stream=sys.stderr,
+                        format="%(asctime)s %(name)s %(levelname)s %(message)s")
+    try:
+        config = load_config(args.config)
+        instance = instance_of(config, name=args.name, index=args.index)
+    except (ConfigError, KeyError) as exc:
+        log.error("cannot start: %s", exc)
+        return 2
+    return GatewayProcess(config, instance).run()
+
+
+if __name__ == "__main__":
+    sys.exit(main())

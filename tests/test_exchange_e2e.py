@@ -1,0 +1,241 @@
+"""The whole exchange end to end: real processes under supervisord, real sockets, real LMDB files.
+
+One exchange (tests/harness.py) serves the module; each test opens its own accounts through the admin
+protocol, so tests do not see each other's balances.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import time
+import uuid
+
+import pytest
+import zmq
+
+from client.sync import Client
+from common.protocol import Field, MsgType, encode, sign_logon
+from tests.harness import Exchange, poll
+
+TIMEOUT = 15.0
+
+
+@pytest.fixture(scope="module")
+def exchange():
+    with Exchange(gateways=2) as running:
+        yield running
+
+
+@pytest.fixture
+def admin(exchange):
+    credentials = exchange.admin_credentials()
+    client = Client(exchange.fix_endpoint(), credentials["key_id"], credentials["secret"], timeout=TIMEOUT)
+    poll(lambda: _logged_on(client), timeout=60, what="an admin logon")
+    yield client
+    client.close()
+
+
+def _logged_on(client: Client) -> bool:
+    try:
+        client.logon()
+        return True
+    except Exception:
+        return False
+
+
+def new_trader(exchange, admin, funds: dict[str, str], *, gateway: int = 1) -> tuple[int, Client]:
+    account = admin.admin_create_account(request_id=f"acct-{uuid.uuid4().hex}")
+    for currency, amount in funds.items():
+        admin.admin_deposit(account.account, currency, amount, request_id=f"dep-{uuid.uuid4().hex}")
+    client = Client(exchange.fix_endpoint(gateway), account.key_id, account.secret, timeout=TIMEOUT)
+    client.logon()
+    return account.account, client
+
+
+def reports_of(client: Client, clordid: str, count: int) -> list:
+    """The first ``count`` ExecutionReports about ``clordid`` (waiting for them)."""
+    seen = []
+    deadline = time.monotonic() + TIMEOUT
+    while len(seen) < count:
+        message = client.wait_for(
+            lambda m: m.is_type(MsgType.EXECUTION_REPORT) and m.clordid == clordid and m not in seen,
+            timeout=max(0.1, deadline - time.monotonic()),
+        )
+        seen.append(message)
+    return seen
+
+
+def test_every_program_runs_under_supervisord(exchange):
+    status = exchange.ctl("status")
+    for program in ("sequencer", "engine", "gateway:gateway-0", "gateway:gateway-1"):
+        assert program in status
+    assert status.count("RUNNING") >= 4, status
+
+
+def test_two_accounts_cross_and_both_get_execution_reports_with_exact_fees(exchange, admin):
+    buyer_id, buyer = new_trader(exchange, admin, {"USDT": "100000"})
+    seller_id, seller = new_trader(exchange, admin, {"BTC": "2"}, gateway=2)
+    try:
+        ask = seller.sell("BTC-USDT", "0.01", "65000")
+        new, = reports_of(seller, ask, 1)
+        assert new[Field.EXEC_TYPE] == "0" and new[Field.ORD_STATUS] == "0"
+
+        bid = buyer.buy("BTC-USDT", "0.01", "65100")
+        taker_new, taker_fill = reports_of(buyer, bid, 2)
+        assert taker_new[Field.EXEC_TYPE] == "0"
+        assert taker_fill[Field.EXEC_TYPE] == "F" and taker_fill[Field.ORD_STATUS] == "2"
+        assert (taker_fill[Field.LAST_PX], taker_fill[Field.LAST_QTY]) == ("65000", "0.01")
+        assert taker_fill[Field.LEAVES_QTY] == "0" and taker_fill[Field.CUM_QTY] == "0.01"
+        assert taker_fill[Field.COMMISSION] == "0.325"  # 5 bps of 650 USDT
+
+        maker_fill, = reports_of(seller, ask, 1)
+        assert maker_fill[Field.EXEC_TYPE] == "F" and maker_fill[Field.LAST_PX] == "65000"
+        assert maker_fill[Field.COMMISSION] == "0.13"  # 2 bps of 650 USDT
+
+        buyer_balances = buyer.balances()
+        seller_balances = seller.balances()
+        # The buyer paid 650 + 0.325 and got its price improvement (65100 -> 65000) back.
+        assert buyer_balances["USDT"].available == "99349.675" and buyer_balances["USDT"].frozen == "0"
+        assert buyer_balances["BTC"].available == "0.01"
+        assert seller_balances["USDT"].available == "649.87"
+        assert seller_balances["BTC"].available == "1.99" and seller_balances["BTC"].frozen == "0"
+    finally:
+        buyer.close()
+        seller.close()
+
+
+def test_an_order_the_account_cannot_fund_is_rejected_with_the_engines_reason(exchange, admin):
+    _, trader = new_trader(exchange, admin, {"USDT": "10"})
+    try:
+        clordid = trader.buy("BTC-USDT", "1", "65000")
+        rejected, = reports_of(trader, clordid, 1)
+        assert rejected[Field.EXEC_TYPE] == "8" and rejected[Field.ORD_STATUS] == "8"
+        assert "INSUFFICIENT_FUNDS" in rejected[Field.TEXT]
+        assert trader.balances()["USDT"].available == "10"
+    finally:
+        trader.close()
+
+
+def test_a_resend_of_the_same_clordid_gives_the_original_outcome_and_no_second_order(exchange, admin):
+    _, trader = new_trader(exchange, admin, {"USDT": "100000"})
+    try:
+        clordid = trader.buy("BTC-USDT", "0.01", "1000.1", clordid=f"resend-{uuid.uuid4().hex[:8]}")
+        original, = reports_of(trader, clordid, 1)
+        assert original[Field.EXEC_TYPE] == "0"
+
+        trader.buy("BTC-USDT", "0.01", "1000.1", clordid=clordid)
+        again = trader.wait_for(lambda m: m.clordid == clordid and m.get(Field.POSS_RESEND), timeout=TIMEOUT)
+        assert again[Field.ORDER_ID] == original[Field.ORDER_ID]
+        assert len(trader.open_orders()) == 1
+        assert trader.balances()["USDT"].frozen != "0"
+    finally:
+        trader.close()
+
+
+def test_another_accounts_order_cannot_be_cancelled_or_seen(exchange, admin):
+    _, owner = new_trader(exchange, admin, {"USDT": "100000"})
+    _, intruder = new_trader(exchange, admin, {"USDT": "100000"})
+    try:
+        clordid = owner.buy("BTC-USDT", "0.01", "1000.2")
+        placed, = reports_of(owner, clordid, 1)
+        order_id = placed[Field.ORDER_ID]
+
+        cancel = intruder.cancel(order_id=order_id)
+        refused = intruder.first_report(cancel)
+        assert refused.is_type(MsgType.ORDER_CANCEL_REJECT)
+        assert intruder.open_orders() == []
+        assert len(owner.open_orders()) == 1
+    finally:
+        owner.close()
+        intruder.close()
+
+
+def _raw_dealer(exchange) -> zmq.Socket:
+    socket = zmq.Context.instance().socket(zmq.DEALER)
+    socket.setsockopt(zmq.LINGER, 0)
+    socket.setsockopt(zmq.RCVTIMEO, int(TIMEOUT * 1000))
+    socket.connect(exchange.fix_endpoint())
+    return socket
+
+
+def _receive(socket: zmq.Socket) -> dict:
+    import msgpack
+
+    return msgpack.unpackb(socket.recv_multipart()[-1], raw=False)
+
+
+def test_a_logon_with_a_bad_signature_is_refused(exchange, admin):
+    account = admin.admin_create_account(request_id=f"acct-{uuid.uuid4().hex}")
+    socket = _raw_dealer(exchange)
+    try:
+        now = time.time_ns()
+        wrong = sign_logon(os.urandom(32), now, 1, account.key_id)
+        socket.send(encode({"MsgType": "A", "MsgSeqNum": 1, "SendingTime": now, "Username": account.key_id,
+                            "RawData": wrong, "HeartBtInt": 30}))
+        answers = [_receive(socket)]
+        assert any(a["MsgType"] in ("3", "5") for a in answers)
+        # And it still is not logged on: an order is refused at the session level.
+        socket.send(encode({"MsgType": "D", "MsgSeqNum": 2, "SendingTime": now, "ClOrdID": "x1",
+                            "Symbol": "BTC-USDT", "Side": "1", "OrdType": "2", "Price": "1", "OrderQty": "1"}))
+        refused = poll(lambda: _first_of_type(socket, "3"), timeout=TIMEOUT, what="a Reject")
+        assert refused["SessionRejectReason"] == 9
+    finally:
+        socket.close()
+
+
+def _first_of_type(socket: zmq.Socket, msg_type: str) -> dict | None:
+    message = _receive(socket)
+    return message if message.get("MsgType") == msg_type else None
+
+
+def test_a_message_before_logon_is_refused(exchange):
+    socket = _raw_dealer(exchange)
+    try:
+        socket.send(encode({"MsgType": "H", "MsgSeqNum": 1, "SendingTime": time.time_ns(), "ClOrdID": "z"}))
+        refused = _receive(socket)
+        assert refused["MsgType"] == "3" and refused["SessionRejectReason"] == 9
+    finally:
+        socket.close()
+
+
+def test_a_client_that_disconnects_mid_order_does_not_lose_the_order_or_disturb_the_gateway(exchange, admin):
+    account = admin.admin_create_account(request_id=f"acct-{uuid.uuid4().hex}")
+    admin.admin_deposit(account.account, "USDT", "1000", request_id=f"dep-{uuid.uuid4().hex}")
+    vanishing = Client(exchange.fix_endpoint(), account.key_id, account.secret, timeout=TIMEOUT)
+    vanishing.logon()
+    clordid = vanishing.buy("BTC-USDT", "0.01", "1000.3")
+    vanishing._socket.close(linger=0)  # gone before any report can reach it
+
+    returning = Client(exchange.fix_endpoint(), account.key_id, account.secret, timeout=TIMEOUT)
+    try:
+        returning.logon()
+        status = poll(lambda: _status_or_none(returning, clordid), timeout=TIMEOUT, what="the order's status")
+        assert status[Field.ORD_STATUS] == "0"
+        assert returning.balances()["USDT"].frozen != "0"
+    finally:
+        returning.close()
+
+
+def _status_or_none(client: Client, clordid: str):
+    answer = client.status(clordid)
+    return None if answer.is_reject else answer
+
+
+def test_a_killed_gateway_is_restarted_by_supervisord_and_takes_logons_again(exchange, admin):
+    before = exchange.program_pid("gateway:gateway-1")
+    os.kill(before, signal.SIGKILL)
+    poll(lambda: _new_pid(exchange, "gateway:gateway-1", before), timeout=60, what="a restarted gateway")
+    _, trader = new_trader(exchange, admin, {"USDT": "100"}, gateway=2)
+    try:
+        assert trader.balances()["USDT"].available == "100"
+    finally:
+        trader.close()
+
+
+def _new_pid(exchange, program: str, before: int) -> bool:
+    try:
+        pid = exchange.program_pid(program)
+    except ValueError:
+        return False
+    return pid != before and pid > 0 and "RUNNING" in exchange.ctl("status", program)
