@@ -25,8 +25,6 @@ Sockets, every endpoint from the configuration:
 from __future__ import annotations
 
 import logging
-import signal
-import socket
 import sys
 import time
 from collections import deque
@@ -34,6 +32,7 @@ from collections import deque
 import msgpack
 import zmq
 
+from common.signals import StopSignals
 from common.config import ExchangeConfig, load_config
 from common.reports import ReportError, ReportMessage, decode_query, encode_report
 from common.stream import (
@@ -75,7 +74,6 @@ class EngineProcess:
         self.pending: deque[list[bytes]] = deque(maxlen=PENDING_MAX)
         self.context = zmq.Context()
         self.sub = self.replay_socket = self.pub = self.router = None
-        self._wakeup_r, self._wakeup_w = socket.socketpair()
         # counters for the status line
         self.batches = self.commands = self.skipped = self.replays = self.duplicates = self.queries = 0
         self.overflowed = 0  # stream messages dropped from a full ``pending`` (each a gap, refilled)
@@ -103,37 +101,24 @@ class EngineProcess:
         self.live_poller = zmq.Poller()
         self.live_poller.register(self.sub, zmq.POLLIN)
         self.live_poller.register(self.router, zmq.POLLIN)
-        self.live_poller.register(self._wakeup_r, zmq.POLLIN)
+        self.live_poller.register(self.signals.fd, zmq.POLLIN)
         self.replay_poller = zmq.Poller()
         self.replay_poller.register(self.replay_socket, zmq.POLLIN)
         self.replay_poller.register(self.sub, zmq.POLLIN)
-        self.replay_poller.register(self._wakeup_r, zmq.POLLIN)
+        self.replay_poller.register(self.signals.fd, zmq.POLLIN)
 
     def close(self) -> None:
         for sock in (self.sub, self.replay_socket, self.pub, self.router):
             if sock is not None:
                 sock.close(linger=LINGER_MS)
         self.context.term()
-        self._wakeup_r.close()
-        self._wakeup_w.close()
+        self.signals.close()
 
     def install_signal_handlers(self) -> None:
-        self._wakeup_r.setblocking(False)
-        self._wakeup_w.setblocking(False)
-        signal.set_wakeup_fd(self._wakeup_w.fileno())  # a signal wakes up the poll at once
+        self.signals = StopSignals(self._on_signal)
 
-        def stop(signum, frame):
-            self.stopping = True
-
-        signal.signal(signal.SIGTERM, stop)
-        signal.signal(signal.SIGINT, stop)
-
-    def _drain_wakeup(self) -> None:
-        try:
-            while self._wakeup_r.recv(4096):
-                pass
-        except BlockingIOError:
-            pass
+    def _on_signal(self) -> None:
+        self.stopping = True
 
     # --- running ------------------------------------------------------------------------------------
 
@@ -189,8 +174,8 @@ class EngineProcess:
             timeout_ms = 0 if self.pending else max(0, int((self._status_at + STATUS_INTERVAL_S - time.monotonic())
                                                             * 1000)) + 1
             ready = dict(self.live_poller.poll(timeout_ms))
-            if self._wakeup_r in ready:
-                self._drain_wakeup()
+            if self.signals.fd in ready:
+                self.signals.drain()
             if self.sub in ready:
                 self._receive_stream()
             for _ in range(STREAM_PER_TURN):
@@ -256,8 +241,8 @@ class EngineProcess:
             if remaining <= 0:
                 raise Fatal(f"the replay did not answer a request from seq {first} within {REPLAY_TIMEOUT_S} s")
             ready = dict(self.replay_poller.poll(int(remaining * 1000) + 1))
-            if self._wakeup_r in ready:
-                self._drain_wakeup()
+            if self.signals.fd in ready:
+                self.signals.drain()
                 if self.stopping:
                     raise Stopping()
             if self.sub in ready:

@@ -25,13 +25,12 @@ from __future__ import annotations
 import argparse
 import errno
 import logging
-import os
-import signal
 import sys
 import time
 
 import zmq
 
+from common.signals import StopSignals
 from common.config import ConfigError, ExchangeConfig, GatewayInstance, load_config
 from common.credentials import CredentialStore
 from common.protocol import encode
@@ -82,20 +81,15 @@ class GatewayProcess:
         self.queries.connect(config.engine.queries)
 
         # Signals wake the poller through a pipe, so a stop never waits for a poll timeout.
-        self._wake_read, self._wake_write = os.pipe()
-        os.set_blocking(self._wake_read, False)
-        os.set_blocking(self._wake_write, False)
-        signal.set_wakeup_fd(self._wake_write)
-        signal.signal(signal.SIGTERM, self._on_signal)
-        signal.signal(signal.SIGINT, self._on_signal)
+        self.signals = StopSignals(self._on_signal)
 
         self.poller = zmq.Poller()
         self.poller.register(self.fix, zmq.POLLIN)
         self.poller.register(self.reports, zmq.POLLIN)
         self.poller.register(self.queries, zmq.POLLIN)
-        self.poller.register(self._wake_read, zmq.POLLIN)
+        self.poller.register(self.signals.fd, zmq.POLLIN)
 
-    def _on_signal(self, signum: int, frame: object) -> None:
+    def _on_signal(self) -> None:
         self.stopping = True
 
     # --- the loop ------------------------------------------------------------------------------------
@@ -112,8 +106,8 @@ class GatewayProcess:
             while not self.stopping:
                 timeout_ms = max(0.0, min(next_tick, next_stats) - time.monotonic()) * 1000
                 ready = dict(self.poller.poll(timeout_ms))
-                if self._wake_read in ready:
-                    self._drain_wakeups()
+                if self.signals.fd in ready:
+                    self.signals.drain()
                 if self.fix in ready:
                     self._from_clients()
                 if self.reports in ready:
@@ -135,13 +129,6 @@ class GatewayProcess:
             self._close()
         log.info("gateway %s stopped", self.instance.name)
         return status
-
-    def _drain_wakeups(self) -> None:
-        try:
-            while os.read(self._wake_read, 4096):
-                pass
-        except BlockingIOError:
-            pass
 
     def _from_clients(self) -> None:
         for _ in range(MESSAGES_PER_TURN):
@@ -230,9 +217,7 @@ class GatewayProcess:
             sock.close()
         self.context.term()
         self.credentials.close()
-        signal.set_wakeup_fd(-1)
-        os.close(self._wake_read)
-        os.close(self._wake_write)
+        self.signals.close()
 
 
 def instance_of(config: ExchangeConfig, *, name: str | None, index: int | None) -> GatewayInstance:

@@ -21,8 +21,6 @@ from __future__ import annotations
 
 import argparse
 import logging
-import os
-import signal
 import sys
 import time
 from dataclasses import dataclass, fields
@@ -30,6 +28,7 @@ from dataclasses import dataclass, fields
 import numpy as np
 import zmq
 
+from common.signals import StopSignals
 from common.config import ConfigError, ExchangeConfig, load_config
 from common.intake import IntakeError, decode_submission
 from common.journal import Journal
@@ -95,19 +94,14 @@ class SequencerProcess:
         self.replay.bind(settings.replay)
 
         # Signals wake the poller through a pipe, so a stop never waits for a poll timeout.
-        self._wake_read, self._wake_write = os.pipe()
-        os.set_blocking(self._wake_read, False)
-        os.set_blocking(self._wake_write, False)
-        signal.set_wakeup_fd(self._wake_write)
-        signal.signal(signal.SIGTERM, self._on_signal)
-        signal.signal(signal.SIGINT, self._on_signal)
+        self.signals = StopSignals(self._on_signal)
 
         self.poller = zmq.Poller()
         self.poller.register(self.intake, zmq.POLLIN)
         self.poller.register(self.replay, zmq.POLLIN)
-        self.poller.register(self._wake_read, zmq.POLLIN)
+        self.poller.register(self.signals.fd, zmq.POLLIN)
 
-    def _on_signal(self, signum: int, frame: object) -> None:
+    def _on_signal(self) -> None:
         self.stopping = True
 
     # --- the loop ------------------------------------------------------------------------------------
@@ -127,8 +121,8 @@ class SequencerProcess:
             while not self.stopping:
                 timeout_ms = max(0.0, min(next_heartbeat, next_stats) - time.monotonic()) * 1000
                 ready = dict(self.poller.poll(timeout_ms))
-                if self._wake_read in ready:
-                    self._drain_wakeups()
+                if self.signals.fd in ready:
+                    self.signals.drain()
                 if self.intake in ready and self._sequence_intake():
                     next_heartbeat = time.monotonic() + self.heartbeat_s
                 if self.replay in ready:
@@ -148,13 +142,6 @@ class SequencerProcess:
             self._close()
         log.info("sequencer stopped at last seq %d", self.sequencer.last_seq)
         return status
-
-    def _drain_wakeups(self) -> None:
-        try:
-            while os.read(self._wake_read, 4096):
-                pass
-        except BlockingIOError:
-            pass
 
     def _sequence_intake(self) -> bool:
         """Take what the intake holds (up to max_batch), journal it as a batch, publish. True if
@@ -215,13 +202,11 @@ class SequencerProcess:
         self.counters = Counters()
 
     def _close(self) -> None:
-        signal.set_wakeup_fd(-1)
         for sock in (self.intake, self.replay, self.stream):
             sock.close()
         self.context.term()
         self.journal.close()
-        os.close(self._wake_read)
-        os.close(self._wake_write)
+        self.signals.close()
 
 
 def main(argv: list[str] | None = None) -> int:
