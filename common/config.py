@@ -13,7 +13,7 @@ from __future__ import annotations
 import os
 import re
 import tomllib
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from decimal import Decimal
 from enum import Enum
 from importlib import resources
@@ -48,10 +48,11 @@ class AssetConfig:
     id: int
     name: str
     decimals: int
+    # The asset's smallest unit, built once: a Step memoises what it parses and formats.
+    unit: Step = field(init=False, repr=False, compare=False)
 
-    @property
-    def unit(self) -> Step:
-        return Step.from_decimals(self.decimals)
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "unit", Step.from_decimals(self.decimals))
 
 
 @dataclass(frozen=True, slots=True)

@@ -25,6 +25,11 @@ INT64_MAX = (1 << 63) - 1
 # 10 MB "number" from costing a 10 MB integer conversion.
 MAX_TEXT_LENGTH = 48
 
+# Each Step remembers this many texts it parsed and counts it formatted. Prices and quantities repeat
+# (a market trades near its price, orders come in round sizes), so the gateway's hot path mostly finds
+# them here; a full memo is emptied and starts again, which bounds its memory.
+MEMO_ENTRIES = 16_384
+
 _PLAIN_DECIMAL = re.compile(r"([0-9]+)(?:\.([0-9]+))?")
 _EXPONENT = re.compile(r"[+-]?(?:[0-9]+\.?[0-9]*|\.[0-9]+)[eE][+-]?[0-9]*")
 
@@ -59,7 +64,7 @@ class Step:
     ``step == mantissa * 10**-exponent``. Parsing a value counts how many whole steps it holds.
     """
 
-    __slots__ = ("mantissa", "exponent", "text")
+    __slots__ = ("mantissa", "exponent", "text", "_counted", "_formatted")
 
     def __init__(self, step: Decimal | str | int):
         value = Decimal(str(step))
@@ -77,6 +82,8 @@ class Step:
         self.mantissa = mantissa
         self.exponent = -exponent
         self.text = format_scaled(mantissa, self.exponent)
+        self._counted: dict[str, int] = {}  # text -> count, for texts accepted before
+        self._formatted: dict[int, str] = {}  # count -> text
 
     @classmethod
     def parse(cls, text: object, *, what: str = "step") -> "Step":
@@ -92,6 +99,18 @@ class Step:
 
     def count(self, text: object, *, what: str = "value", allow_zero: bool = False) -> int:
         """The number of whole steps in ``text``; refuses anything else with a reason."""
+        # Only texts that were accepted are memoised (as str keys: a non-str is never found), so every
+        # refusal still goes through the checks below and gets its reason.
+        known = self._counted.get(text) if type(text) is str else None
+        if known is not None and (known or allow_zero):
+            return known
+        count = self._count(text, what=what, allow_zero=allow_zero)
+        if len(self._counted) >= MEMO_ENTRIES:
+            self._counted.clear()
+        self._counted[text] = count
+        return count
+
+    def _count(self, text: object, *, what: str, allow_zero: bool) -> int:
         scaled, frac_digits = _parse_plain(text, what)
         if frac_digits > self.exponent:
             raise FixedPointError(
@@ -110,7 +129,13 @@ class Step:
 
     def format(self, count: int) -> str:
         """The decimal text of ``count`` steps, without trailing zeros beyond the step's precision."""
-        return format_scaled(count * self.mantissa, self.exponent)
+        text = self._formatted.get(count)
+        if text is None:
+            text = format_scaled(count * self.mantissa, self.exponent)
+            if len(self._formatted) >= MEMO_ENTRIES:
+                self._formatted.clear()
+            self._formatted[count] = text
+        return text
 
     def __eq__(self, other: object) -> bool:
         if not isinstance(other, Step):

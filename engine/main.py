@@ -14,7 +14,8 @@ Sockets, every endpoint from the configuration:
    command journaled while no engine ran must still get its answer.
 2. Live: a batch already applied is skipped; one that starts after the next seq, a heartbeat or a
    duplicate notice naming a later seq, makes the engine fill the gap by replay first. A duplicate
-   notice is answered with the original outcome. Between stream messages, at most
+   notice is answered with the original outcome. Consecutive batches waiting in the stream are applied
+   as one (their reports then come as one message per topic). Between stream messages, at most
    ``QUERIES_PER_TURN`` queries are answered, so matching never waits long behind them.
 3. Anything malformed or inconsistent (a replay that does not answer in ``REPLAY_TIMEOUT_S`` or does not
    start where asked, a stream message that does not decode) is logged and the process exits with
@@ -30,10 +31,13 @@ import time
 from collections import deque
 
 import msgpack
+import numpy as np
 import zmq
 
+from common.heap import HeapKeeper
 from common.signals import StopSignals
 from common.config import ExchangeConfig, load_config
+from common.records import COMMAND_DTYPE
 from common.reports import ReportError, ReportMessage, decode_query, encode_report
 from common.stream import (
     Duplicate,
@@ -52,6 +56,7 @@ REPLAY_CHUNK = 65_536  # commands asked for per replay request
 STATUS_INTERVAL_S = 10.0  # one log line this often
 QUERIES_PER_TURN = 64  # queries answered between two rounds of stream messages at most
 STREAM_PER_TURN = 256  # stream messages taken between two rounds of queries at most
+MERGED_BATCH_MAX = 8192  # commands of consecutive stream batches applied as one at most
 PENDING_MAX = 100_000  # stream messages kept while a replay runs; older ones are dropped (a gap, refilled)
 SUB_RCVHWM = 100_000
 PUB_SNDHWM = 1_000_000
@@ -71,6 +76,7 @@ class EngineProcess:
         self.config = config
         self.service = EngineService(config)
         self.stopping = False
+        self.heap = HeapKeeper()
         self.pending: deque[list[bytes]] = deque(maxlen=PENDING_MAX)
         self.context = zmq.Context()
         self.sub = self.replay_socket = self.pub = self.router = None
@@ -132,6 +138,7 @@ class EngineProcess:
             self.catch_up()
             if not self.stopping:
                 log.info("live at seq %d", self.service.last_seq)
+                self.heap.started()
                 self._status_at = time.monotonic()
                 self.live()
         except Stopping:
@@ -178,13 +185,11 @@ class EngineProcess:
                 self.signals.drain()
             if self.sub in ready:
                 self._receive_stream()
-            for _ in range(STREAM_PER_TURN):
-                if not self.pending or self.stopping:
-                    break
-                self.handle(self.pending.popleft())
+            self._handle_pending()
             if self.router in ready:
                 self._answer_queries()
             self._maybe_log_status()
+            self.heap.tick(time.monotonic(), idle=not ready)
 
     def _receive_stream(self) -> None:
         for _ in range(STREAM_PER_TURN):
@@ -196,12 +201,39 @@ class EngineProcess:
                 self.overflowed += 1
             self.pending.append(frames)
 
-    def handle(self, frames: list[bytes]) -> None:
-        """One stream message, in stream order."""
+    def _handle_pending(self) -> None:
+        """Up to STREAM_PER_TURN pending stream messages, in stream order. Consecutive batches that
+        continue each other are applied as one (up to MERGED_BATCH_MAX commands): under load the cost
+        of a kernel call and of the report messages is shared by all of them."""
+        run: list[SequencedBatch] = []
+        run_commands = 0
+        for _ in range(STREAM_PER_TURN):
+            if not self.pending or self.stopping:
+                break
+            message = self._decode(self.pending.popleft())
+            if isinstance(message, SequencedBatch):
+                if run and (message.first != run[-1].last + 1 or run_commands + len(message.records) > MERGED_BATCH_MAX):
+                    self.handle(_merged(run))
+                    run, run_commands = [], 0
+                run.append(message)
+                run_commands += len(message.records)
+                continue
+            if run:
+                self.handle(_merged(run))
+                run, run_commands = [], 0
+            self.handle(message)
+        if run:
+            self.handle(_merged(run))
+
+    @staticmethod
+    def _decode(frames: list[bytes]) -> SequencedBatch | Heartbeat | Duplicate:
         try:
-            message = decode(frames)
+            return decode(frames)
         except StreamError as exc:
             raise Fatal(f"stream: {exc}") from None
+
+    def handle(self, message: SequencedBatch | Heartbeat | Duplicate) -> None:
+        """One stream message, in stream order."""
         if isinstance(message, SequencedBatch):
             if message.last <= self.service.last_seq:
                 self.skipped += 1
@@ -299,6 +331,14 @@ class EngineProcess:
                  "%d queries, %d stream messages overflowed", self.service.last_seq, self.batches, self.commands,
                  rate, self.skipped, self.replays, self.duplicates, self.queries, self.overflowed)
         self._status_at, self._status_commands = now, self.commands
+
+
+def _merged(batches: list[SequencedBatch]) -> SequencedBatch:
+    """Consecutive batches as one (the records' bytes joined: np.concatenate is slow on record arrays)."""
+    if len(batches) == 1:
+        return batches[0]
+    records = np.frombuffer(b"".join(b.records.tobytes() for b in batches), dtype=COMMAND_DTYPE)
+    return SequencedBatch(batches[0].first, records, [e for b in batches for e in b.envelopes])
 
 
 def main() -> int:

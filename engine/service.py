@@ -36,7 +36,7 @@ from __future__ import annotations
 
 import logging
 from collections import OrderedDict, deque
-from typing import Any, Iterable
+from typing import Any
 
 import numpy as np
 
@@ -91,6 +91,7 @@ _FUNDS = frozenset({int(CommandKind.DEPOSIT), int(CommandKind.WITHDRAW)})
 _MARKET = int(OrderType.MARKET)
 _LIMIT = int(OrderType.LIMIT)
 _IMMEDIATE = frozenset({int(TimeInForce.IOC), int(TimeInForce.FOK)})
+_BOOK_EVENTS = frozenset({_ACCEPTED, _CANCELLED, _REPLACED})
 
 
 class StreamInconsistency(ValueError):
@@ -127,13 +128,15 @@ class _Output:
     """The report messages of one ``apply`` being gathered: the batch's events (copies of the engine's
     chunks), and per gateway the positions of its events in them with one item each."""
 
-    __slots__ = ("chunks", "count", "gateway_positions", "gateway_items")
+    __slots__ = ("chunks", "count", "gateway_positions", "gateway_items", "market_positions", "account_positions")
 
     def __init__(self) -> None:
         self.chunks: list[np.ndarray] = []
         self.count = 0  # events in ``chunks``
         self.gateway_positions: dict[int, list[int]] = {}
         self.gateway_items: dict[int, list[dict]] = {}
+        self.market_positions: dict[int, list[int]] = {}  # symbol -> its trades and book changes
+        self.account_positions: dict[int, list[int]] = {}  # account -> its events, and trades as the maker
 
     def events(self) -> np.ndarray:
         if len(self.chunks) == 1:
@@ -224,13 +227,15 @@ class EngineService:
     def _stops(records: np.ndarray, envelopes: list[Envelope]) -> list[tuple[int, bool]]:
         """Positions where applying must pause: (position, True) before a sweep of the ClOrdID map,
         (position, False) at a cancel or replace that names its target by OrigClOrdID only."""
-        kinds = records["kind"]
-        candidates = np.nonzero(((kinds == _CANCEL) | (kinds == _CANCEL_REPLACE)) & (records["order_id"] == 0))[0]
-        stops = [(int(i), False) for i in candidates if envelopes[int(i)].orig]
+        stops = [(i, False) for i, envelope in enumerate(envelopes) if envelope.orig]
+        if stops:  # only cancels and replaces carry an OrigClOrdID; those that also name an order id don't stop
+            kinds, order_ids = records["kind"], records["order_id"]
+            stops = [(i, False) for i, _ in stops if kinds[i] in (_CANCEL, _CANCEL_REPLACE) and order_ids[i] == 0]
         first = int(records[0]["seq"])
         sweep = -(-first // SWEEP_INTERVAL) * SWEEP_INTERVAL  # the first multiple at or after `first`
-        stops.extend((seq - first, True) for seq in range(sweep, first + len(records), SWEEP_INTERVAL))
-        stops.sort(key=lambda stop: (stop[0], not stop[1]))
+        if sweep < first + len(records):
+            stops.extend((seq - first, True) for seq in range(sweep, first + len(records), SWEEP_INTERVAL))
+            stops.sort(key=lambda stop: (stop[0], not stop[1]))
         return stops
 
     def _run(self, commands: np.ndarray, context: "_BatchContext", output: _Output) -> None:
@@ -248,6 +253,8 @@ class EngineService:
         gateway_positions = output.gateway_positions
         gateway_items = output.gateway_items
         offset = output.count  # positions are counted over the whole batch
+        if ctx.report:
+            self._route_downstream(chunk, kinds, accounts, offset, output)
 
         def route(gateway: int, position: int, session: int, account: int, role: str, clordid: str,
                   cum_quote: int) -> None:
@@ -356,30 +363,48 @@ class EngineService:
         if not output.chunks:
             return []
         events = output.events()
+        # A topic's events are picked from the batch's bytes: fancy indexing a record array costs more
+        # than joining slices for the few events a topic gets from a batch.
+        raw, size, count = events.tobytes(), EVENT_DTYPE.itemsize, len(events)
+
+        def pick(positions: list[int]) -> np.ndarray:
+            if len(positions) == count:  # every event, in order
+                return events
+            return np.frombuffer(b"".join([raw[p * size:(p + 1) * size] for p in positions]), dtype=EVENT_DTYPE)
+
         messages = []
         for gateway in sorted(output.gateway_positions):
-            positions = np.asarray(output.gateway_positions[gateway], dtype=np.intp)
-            messages.append(self._gateway_message(gateway, events[positions], output.gateway_items[gateway]))
-
-        kinds = events["kind"]
-        book_event = (kinds == _ACCEPTED) | (kinds == _CANCELLED) | (kinds == _REPLACED)
-        wanted = np.nonzero((kinds == _TRADE) | (book_event & (events["order_type"] == _LIMIT)))[0]
-        for symbol, positions in _groups(events["symbol"][wanted], wanted):
+            messages.append(self._gateway_message(gateway, pick(output.gateway_positions[gateway]),
+                                                  output.gateway_items[gateway]))
+        for symbol in sorted(output.market_positions):
             topic = market_topic(symbol)
-            messages.append(ReportMessage(topic, self._next_n(topic), events[positions]))
-
-        # Every event of an account: its own, and the trades where it is the maker.
-        accounts, makers = events["account"], events["maker_account"]
-        own = np.nonzero((accounts >= 0) & (accounts < self._max_accounts))[0]
-        as_maker = np.nonzero(
-            (kinds == _TRADE) & (makers != accounts) & (makers >= 0) & (makers < self._max_accounts)
-        )[0]
-        positions = np.concatenate([own, as_maker])
-        keys = np.concatenate([accounts[own], makers[as_maker]])
-        for account, group in _groups(keys, positions):
+            messages.append(ReportMessage(topic, self._next_n(topic), pick(output.market_positions[symbol])))
+        for account in sorted(output.account_positions):
             topic = account_topic(account)
-            messages.append(ReportMessage(topic, self._next_n(topic), events[group]))
+            messages.append(ReportMessage(topic, self._next_n(topic), pick(output.account_positions[account])))
         return messages
+
+    def _route_downstream(self, chunk: np.ndarray, kinds: list[int], accounts: list[int], offset: int,
+                          output: _Output) -> None:
+        """Positions of the chunk's events on the market topics (every trade, and every order event that
+        changes a book: a limit order accepted, cancelled or replaced) and on the account topics (every
+        event of the account, and the trades where it is the maker), in event order."""
+        symbols = chunk["symbol"].tolist()
+        order_types = chunk["order_type"].tolist()
+        makers = chunk["maker_account"].tolist()
+        markets, owners = output.market_positions, output.account_positions
+        max_accounts = self._max_accounts
+        for i, kind in enumerate(kinds):
+            position = offset + i
+            if kind == _TRADE or (kind in _BOOK_EVENTS and order_types[i] == _LIMIT):
+                markets.setdefault(symbols[i], []).append(position)
+            account = accounts[i]
+            if 0 <= account < max_accounts:
+                owners.setdefault(account, []).append(position)
+            if kind == _TRADE:
+                maker = makers[i]
+                if maker != account and 0 <= maker < max_accounts:
+                    owners.setdefault(maker, []).append(position)
 
     def _gateway_message(self, gateway: int, events: np.ndarray, items: list[dict]) -> ReportMessage:
         topic = gateway_topic(gateway)
@@ -653,17 +678,3 @@ class _BatchContext:
         if self.transient:
             service._end_transient(self.transient)
             self.transient = 0
-
-
-def _groups(keys: np.ndarray, positions: np.ndarray) -> Iterable[tuple[int, np.ndarray]]:
-    """(key, positions with that key in increasing order) for each distinct key, by key."""
-    if len(keys) == 0:
-        return
-    order = np.lexsort((positions, keys))
-    keys, positions = keys[order], positions[order]
-    bounds = np.nonzero(np.diff(keys))[0] + 1
-    starts = [0, *bounds.tolist()]
-    ends = [*bounds.tolist(), len(keys)]
-    for start, end in zip(starts, ends):
-        yield int(keys[start]), positions[start:end]
-

@@ -30,6 +30,7 @@ import time
 
 import zmq
 
+from common.heap import HeapKeeper
 from common.signals import StopSignals
 from common.config import ConfigError, ExchangeConfig, GatewayInstance, load_config
 from common.credentials import CredentialStore
@@ -57,6 +58,7 @@ class GatewayProcess:
         self.credentials = CredentialStore.open(config)
         self.core = GatewayCore(config, instance, self.credentials, clock=time.time_ns)
         self.stopping = False
+        self.heap = HeapKeeper()
         self.counters = {"client": 0, "submitted": 0, "reports": 0, "sent": 0, "unreachable": 0,
                          "submit_failed": 0}
 
@@ -102,6 +104,7 @@ class GatewayProcess:
         next_tick = time.monotonic() + tick_s
         next_stats = time.monotonic() + STATS_INTERVAL_S
         status = 0
+        self.heap.started()
         try:
             while not self.stopping:
                 timeout_ms = max(0.0, min(next_tick, next_stats) - time.monotonic()) * 1000
@@ -121,6 +124,7 @@ class GatewayProcess:
                 if now >= next_stats:
                     self._log_stats()
                     next_stats = now + STATS_INTERVAL_S
+                self.heap.tick(now, idle=not ready)
             self._logout_everyone()
         except Exception:
             log.exception("gateway %s failed", self.instance.name)

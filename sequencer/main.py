@@ -28,6 +28,7 @@ from dataclasses import dataclass, fields
 import numpy as np
 import zmq
 
+from common.heap import HeapKeeper
 from common.signals import StopSignals
 from common.config import ConfigError, ExchangeConfig, load_config
 from common.intake import IntakeError, decode_submission
@@ -81,6 +82,7 @@ class SequencerProcess:
         self.sequencer = Sequencer(self.journal, time.time_ns, max_batch=settings.max_batch)
         self.counters = Counters()
         self.stopping = False
+        self.heap = HeapKeeper()
 
         self.context = zmq.Context()
         self.intake = self.context.socket(zmq.PULL)
@@ -117,6 +119,7 @@ class SequencerProcess:
         next_heartbeat = now + self.heartbeat_s
         next_stats = now + STATS_INTERVAL_S
         status = 0
+        self.heap.started()
         try:
             while not self.stopping:
                 timeout_ms = max(0.0, min(next_heartbeat, next_stats) - time.monotonic()) * 1000
@@ -135,6 +138,7 @@ class SequencerProcess:
                 if now >= next_stats:
                     self._log_stats()
                     next_stats = now + STATS_INTERVAL_S
+                self.heap.tick(now, idle=not ready)
         except Exception:
             log.exception("sequencer failed at last seq %d", self.sequencer.last_seq)
             status = 1

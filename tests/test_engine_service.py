@@ -305,6 +305,43 @@ def test_orig_clordid_resolution_does_not_depend_on_where_batches_end():
     assert rejects == [(11, 0), (18, 15)]  # the second "X"; the cancel of "Z", filled already
 
 
+def per_topic(messages: list[ReportMessage]) -> dict[bytes, list[bytes]]:
+    """Every topic's events in publication order (the messages' split into batches aside)."""
+    out: dict[bytes, list[bytes]] = {}
+    for message in messages:
+        out.setdefault(message.topic, []).extend(e.tobytes() for e in message.events)
+    return out
+
+
+def test_every_topic_carries_the_same_events_in_the_same_order_however_commands_are_batched():
+    whole, one_by_one = Desk(), Desk()
+    script(whole)
+    script(one_by_one)
+    all_at_once = whole.send()
+    singly = []
+    while one_by_one.service.last_seq < one_by_one.tape.last_seq:
+        singly += one_by_one.service.apply(one_by_one.batch(1))
+
+    assert per_topic(all_at_once) == per_topic(singly)
+    assert any(topic.startswith(b"m") for topic in per_topic(singly))
+    assert any(topic.startswith(b"a") for topic in per_topic(singly))
+
+
+def test_consecutive_stream_batches_merged_by_the_engine_process_apply_as_one():
+    from engine.main import _merged
+
+    merged, whole = Desk(), Desk()
+    script(merged)
+    script(whole)
+    batches = [merged.batch(1) for _ in range(merged.tape.last_seq - merged.service.last_seq)]
+    one = _merged(batches)
+    assert (one.first, one.last) == (batches[0].first, batches[-1].last)
+    assert [e.clordid for e in one.envelopes] == [b.envelopes[0].clordid for b in batches]
+
+    assert reported(merged.service.apply(one)) == reported(whole.send())
+    assert merged.service.engine.state_hash() == whole.service.engine.state_hash()
+
+
 def test_clordids_of_orders_gone_from_the_history_are_forgotten_at_the_next_sweep(desk, monkeypatch):
     monkeypatch.setattr(service_module, "CLOSED_ORDER_HISTORY", 1)
     monkeypatch.setattr(service_module, "SWEEP_INTERVAL", 16)

@@ -8,6 +8,7 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
+from common import fixedpoint
 from common.config import default_config, default_document, parse_config
 from common.fixedpoint import (
     INT64_MAX,
@@ -401,3 +402,31 @@ class TestRoundTrips:
         assert units_to_amount(1, BTC) == "0.00000001"
         assert units_to_amount(5_000_000, USDT) == "5"
         assert ticks_to_price(21, XYZ_USD) == "1.05"
+
+
+class TestMemo:
+    """Steps remember what they parsed and formatted; the answers never change because of it."""
+
+    def test_a_remembered_text_is_counted_the_same_and_zero_is_still_refused(self):
+        step = Step("0.01")
+        assert step.count("1.50") == 150
+        assert step.count("1.50") == 150
+        assert step.count("0", allow_zero=True) == 0
+        with pytest.raises(FixedPointError) as refused:
+            step.count("0")  # remembered as 0 just above, but refused without allow_zero
+        assert refused.value.reason is Refusal.ZERO
+
+    def test_a_refused_text_is_refused_every_time_with_its_reason(self):
+        step = Step("0.01")
+        for _ in range(2):
+            with pytest.raises(FixedPointError) as refused:
+                step.count("1.005")
+            assert refused.value.reason is Refusal.TOO_MANY_DECIMALS
+
+    def test_the_memo_is_bounded(self, monkeypatch):
+        monkeypatch.setattr(fixedpoint, "MEMO_ENTRIES", 8)
+        step = Step("0.1")
+        for count in range(100):
+            assert step.format(count) == fixedpoint.format_scaled(count, 1)
+            assert step.count(step.format(count), allow_zero=True) == count
+        assert len(step._formatted) <= 8 and len(step._counted) <= 8
