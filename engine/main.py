@@ -25,7 +25,10 @@ Sockets, every endpoint from the configuration:
 
 from __future__ import annotations
 
+import gc
 import logging
+import os
+import signal
 import sys
 import time
 from collections import deque
@@ -47,7 +50,9 @@ from common.stream import (
     decode,
     encode_replay_request,
 )
+from engine import snapshot
 from engine.service import EngineService, StreamInconsistency
+from engine.snapshot import SnapshotStore, load_newest
 
 log = logging.getLogger("engine")
 
@@ -61,6 +66,8 @@ PENDING_MAX = 100_000  # stream messages kept while a replay runs; older ones ar
 SUB_RCVHWM = 100_000
 PUB_SNDHWM = 1_000_000
 LINGER_MS = 200
+SNAPSHOT_REAP_POLL_S = 0.01  # how often a stopping engine looks whether its snapshot writer is done
+SNAPSHOT_STOP_WAIT_S = 5.0  # a stopping engine waits this long for a snapshot being written
 
 
 class Fatal(Exception):
@@ -71,10 +78,89 @@ class Stopping(Exception):
     """SIGTERM arrived while waiting for a replay."""
 
 
+class SnapshotWriter:
+    """Takes a snapshot every ``snapshot_every_commands`` commands, or every ``snapshot_every_s`` seconds
+    when anything was applied, in a forked child: the child has the state as it was at the fork (the
+    kernel copies pages only as the parent changes them) and writes it at leisure, while the parent
+    matches on. The parent pauses only for the fork itself. One snapshot at a time."""
+
+    def __init__(self, config: ExchangeConfig):
+        self.config = config
+        self.every_commands = config.engine.snapshot_every_commands
+        self.every_s = config.engine.snapshot_every_s
+        self.pid: int | None = None
+        self.seq = 0  # the seq of the snapshot being written
+        self.since = 0  # commands applied since the last snapshot began
+        self.last_at = time.monotonic()
+        self.written = self.failed = 0
+
+    def applied(self, count: int) -> None:
+        self.since += count
+
+    def due(self, now: float) -> bool:
+        return self.pid is None and self.since > 0 and (
+            self.since >= self.every_commands or now - self.last_at >= self.every_s)
+
+    def start(self, service: EngineService) -> None:
+        began = time.perf_counter()
+        pid = os.fork()
+        if pid == 0:  # the child: never returns
+            _write_snapshot_and_exit(self.config, service)
+        self.pid, self.seq = pid, service.last_seq
+        self.since, self.last_at = 0, time.monotonic()
+        log.info("snapshot of seq %d: writer %d forked in %.1f ms", self.seq, pid,
+                 (time.perf_counter() - began) * 1000)
+
+    def reap(self, *, wait_s: float = 0.0) -> None:
+        """Collect the writer if it has finished (waiting up to ``wait_s``)."""
+        deadline = time.monotonic() + wait_s
+        while self.pid is not None:
+            pid, status = os.waitpid(self.pid, os.WNOHANG)
+            if pid:
+                code = os.waitstatus_to_exitcode(status)
+                if code == 0:
+                    self.written += 1
+                    log.info("snapshot of seq %d written", self.seq)
+                else:
+                    self.failed += 1
+                    log.error("snapshot writer of seq %d failed (exit status %d)", self.seq, code)
+                self.pid = None
+                return
+            if time.monotonic() >= deadline:
+                return
+            time.sleep(SNAPSHOT_REAP_POLL_S)
+
+
+def _write_snapshot_and_exit(config: ExchangeConfig, service: EngineService) -> None:
+    """The forked writer: drop what belongs to the parent (its sockets, its signal handlers), write the
+    snapshot in its own LMDB environment, and exit without running any of the parent's clean-up."""
+    status = 1
+    try:
+        gc.disable()  # collecting would touch (and so copy) pages of the parent's heap for nothing
+        signal.set_wakeup_fd(-1)
+        signal.signal(signal.SIGTERM, signal.SIG_DFL)
+        signal.signal(signal.SIGINT, signal.SIG_DFL)
+        for fd in os.listdir("/proc/self/fd") if os.path.isdir("/proc/self/fd") else ():
+            if int(fd) > 2:  # the parent's sockets: a restarted engine must be able to bind them
+                try:
+                    os.close(int(fd))
+                except OSError:
+                    pass
+        payload = snapshot.encode(service, time.time_ns())
+        with SnapshotStore(config.paths.snapshot_dir, map_bytes=config.engine.snapshot_map_bytes) as store:
+            store.write(service.last_seq, payload, keep=config.engine.snapshots_kept)
+        status = 0
+    except BaseException:  # noqa: BLE001 - the child must never return into the parent's loop
+        log.exception("snapshot writer failed")
+    finally:
+        os._exit(status)
+
+
 class EngineProcess:
     def __init__(self, config: ExchangeConfig):
         self.config = config
         self.service = EngineService(config)
+        self.snapshots = SnapshotWriter(config)
         self.stopping = False
         self.heap = HeapKeeper()
         self.pending: deque[list[bytes]] = deque(maxlen=PENDING_MAX)
@@ -131,6 +217,7 @@ class EngineProcess:
     def run(self) -> int:
         started = time.monotonic()
         log.info("engine starting (config %s)", self.config.source)
+        self.restore()
         self.service.warm_up()
         log.info("kernels ready in %.1f s", time.monotonic() - started)
         self.open()
@@ -146,8 +233,20 @@ class EngineProcess:
         except Fatal as exc:
             log.error("%s; exiting for a restart", exc)
             return 1
+        finally:
+            self.snapshots.reap(wait_s=SNAPSHOT_STOP_WAIT_S)
         log.info("stopped at seq %d", self.service.last_seq)
         return 0
+
+    def restore(self) -> None:
+        """Start from the newest snapshot that verifies (or from nothing: the whole journal is replayed)."""
+        started = time.monotonic()
+        with SnapshotStore(self.config.paths.snapshot_dir, map_bytes=self.config.engine.snapshot_map_bytes) as store:
+            self.service, seq = load_newest(self.config, store)
+        if seq:
+            log.info("restored the snapshot of seq %d in %.2f s", seq, time.monotonic() - started)
+        else:
+            log.info("no snapshot to restore: replaying the journal from seq 1")
 
     def catch_up(self) -> None:
         started = last_log = time.monotonic()
@@ -189,7 +288,11 @@ class EngineProcess:
             if self.router in ready:
                 self._answer_queries()
             self._maybe_log_status()
-            self.heap.tick(time.monotonic(), idle=not ready)
+            now = time.monotonic()
+            self.snapshots.reap()
+            if self.snapshots.due(now):
+                self.snapshots.start(self.service)
+            self.heap.tick(now, idle=not ready)
 
     def _receive_stream(self) -> None:
         for _ in range(STREAM_PER_TURN):
@@ -300,6 +403,7 @@ class EngineProcess:
             raise Fatal(str(exc)) from None
         self.batches += 1
         self.commands += len(batch.records)
+        self.snapshots.applied(len(batch.records))
         self._publish(messages)
 
     def _publish(self, messages: list[ReportMessage]) -> None:

@@ -124,6 +124,21 @@ class _Order:
         self.status = NEW_STATUS
 
 
+_ORDER_FIELDS = _Order.__slots__
+
+
+def _order_row(order: _Order) -> list:
+    return [getattr(order, name) for name in _ORDER_FIELDS]
+
+
+def _order_from_row(row: list) -> _Order:
+    order = _Order.__new__(_Order)
+    for name, value in zip(_ORDER_FIELDS, row, strict=True):
+        setattr(order, name, value)
+    order.clordids = list(order.clordids)
+    return order
+
+
 class _Output:
     """The report messages of one ``apply`` being gathered: the batch's events (copies of the engine's
     chunks), and per gateway the positions of its events in them with one item each."""
@@ -456,6 +471,34 @@ class EngineService:
     def _known_order(self, account: int, order_id: int) -> _Order | None:
         order = self._open.get(order_id) or self._closed.get(order_id)
         return order if order is not None and order.account == account else None
+
+    # --- snapshots -----------------------------------------------------------------------------------
+
+    def export_state(self) -> dict[str, Any]:
+        """What the service knows beyond the engine's arrays, as plain msgpack-able values (engine/snapshot.py).
+
+        The topic counters and the recent report messages are not part of it: they belong to the
+        process, and a subscriber sees a restarted engine by its counters starting at 1 again.
+        """
+        return {
+            "last_seq": self._last_seq,
+            "open": [_order_row(order) for order in self._open.values()],
+            "closed": [_order_row(order) for order in self._closed.values()],  # oldest first
+            "evicted": [_order_row(order) for order in self._evicted],
+            "by_clordid": [[account, clordid, order_id] for (account, clordid), order_id in self._by_clordid.items()],
+            "outcomes": [[account, clordid, kind, event]
+                         for (account, clordid), (kind, event) in self._outcomes.items()],  # oldest first
+        }
+
+    def import_state(self, state: dict[str, Any]) -> None:
+        """Take the state ``export_state`` gave (into a service whose engine holds the matching arrays)."""
+        self._last_seq = int(state["last_seq"])
+        self._open = {order.order_id: order for order in map(_order_from_row, state["open"])}
+        self._closed = OrderedDict((order.order_id, order) for order in map(_order_from_row, state["closed"]))
+        self._evicted = [_order_from_row(row) for row in state["evicted"]]
+        self._by_clordid = {(account, clordid): order_id for account, clordid, order_id in state["by_clordid"]}
+        self._outcomes = OrderedDict(((account, clordid), (kind, bytes(event)))
+                                     for account, clordid, kind, event in state["outcomes"])
 
     # --- resends of commands already sequenced ------------------------------------------------------
 

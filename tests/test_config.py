@@ -42,6 +42,10 @@ event_buffer = 1024
 reports = "ipc:///tmp/other-reports"
 queries = "ipc:///tmp/other-queries"
 recent_reports = 1000
+snapshot_every_commands = 5000
+snapshot_every_s = 10
+snapshots_kept = 2
+snapshot_map_bytes = 1048576
 
 [sequencer]
 intake = "ipc:///tmp/other-intake"

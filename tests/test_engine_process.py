@@ -37,6 +37,7 @@ from common.stream import (
     encode_duplicate,
     encode_heartbeat,
 )
+from engine.snapshot import SnapshotStore
 from tests.harness import to_toml
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -389,3 +390,45 @@ def test_engine_exits_non_zero_when_a_replay_answers_from_elsewhere(rig):
 
     assert r.wait_for_exit(FIRST_READY_TIMEOUT_S) == 1, r.output()
     assert "answered from seq 2" in r.output()
+
+
+def test_engine_snapshots_as_it_runs_and_a_killed_engine_starts_from_the_newest_snapshot(rig):
+    journal = funded_journal()
+    r = rig(journal)
+    r.document["engine"].update(snapshot_every_commands=3, snapshot_every_s=1, snapshots_kept=2)
+    r.config_path.write_text(to_toml(r.document))
+    snapshot_dir = r.home / "data" / "snapshots"
+    r.start()
+    r.wait_until_ready()
+    for price in (120, 121, 122, 123):
+        seq = journal.limit(ALICE, Side.BUY, price, 1, gateway=GW1, session=ALICE_SESSION, clordid=f"a{price}")
+        r.publish(seq, seq)
+    r.wait_for_head(journal.head)
+
+    def snapshot_of_head() -> bool:
+        if not (snapshot_dir / "data.mdb").exists():
+            return False
+        with SnapshotStore(snapshot_dir, map_bytes=1 << 20, readonly=True) as store:
+            return journal.head in store.seqs()
+
+    r.wait(snapshot_of_head, "a snapshot of the head")
+    with SnapshotStore(snapshot_dir, map_bytes=1 << 20, readonly=True) as store:
+        assert len(store.seqs()) <= 2
+    assert "forked in" in r.output()
+    balances_before = r.query(q="balances", account=ALICE)["balances"]
+
+    r.process.kill()  # kill -9: no clean-up at all
+    r.process.wait(STOP_TIMEOUT_S)
+    snapshotted = journal.head
+    after = journal.limit(BOB, Side.SELL, 123, 1, gateway=GW2, session=BOB_SESSION, clordid="b1")  # fills a123
+    r.replay_requests.clear()
+    r.start()
+    r.wait_until_ready()
+
+    assert r.replay_requests[0][0] == snapshotted + 1, "only the journal after the snapshot is replayed"
+    assert f"restored the snapshot of seq {snapshotted}" in r.output()
+    assert r.query(q="order", account=ALICE, clordid="a123")["order"]["status"] == "filled"
+    assert r.query(q="order", account=BOB, order_id=after)["order"]["status"] == "filled"
+    balances_after = r.query(q="balances", account=ALICE)["balances"]
+    assert balances_after[BTC]["available"] > balances_before[BTC]["available"]
+    assert r.stop() == 0
