@@ -85,9 +85,9 @@ class AsyncClient:
         self._inbox: deque[Incoming] = deque()
         self._inbox_limit = inbox_limit
         self.dropped = 0
-        self._socket = (context or zmq.asyncio.Context.instance()).socket(zmq.DEALER)
-        self._socket.setsockopt(zmq.LINGER, 0)
-        self._socket.connect(endpoint)
+        self.duplicates = 0  # reports the exchange sent again and this client had already delivered
+        self._context = context or zmq.asyncio.Context.instance()
+        self._socket = self._connect()
         self._waiters: list[_Waiter] = []
         self._arrived: asyncio.Event | None = None  # set when a message is kept in the inbox
         self._received: asyncio.Event | None = None  # set when any message is read
@@ -104,6 +104,38 @@ class AsyncClient:
 
     async def __aexit__(self, *exc_info: Any) -> None:
         await self.close()
+
+    def _connect(self) -> zmq.asyncio.Socket:
+        sock = self._context.socket(zmq.DEALER)
+        sock.setsockopt(zmq.LINGER, 0)
+        sock.connect(self.endpoint)
+        return sock
+
+    async def _stop_tasks(self) -> None:
+        for task in self._tasks:
+            task.cancel()
+        for task in self._tasks:
+            try:
+                await task
+            except (asyncio.CancelledError, Exception):
+                pass
+        self._tasks = []
+
+    async def reconnect(self, *, timeout: float | None = None) -> list[str]:
+        """A new connection and session, then every unacknowledged order message sent again with its
+        original ClOrdID; see :meth:`client.sync.Client.reconnect`."""
+        if self._closed:
+            raise ClientError("the client is closed")
+        await self._stop_tasks()
+        self._socket.close(linger=0)
+        self._socket = self._connect()
+        self._failure = None
+        self.session.restart()
+        await self.logon(timeout=timeout)
+        resent = self.session.resend()
+        for message in resent:
+            await self.send(message)
+        return [str(m.get(Field.CL_ORD_ID.value, "")) for m in resent]
 
     def _start(self) -> None:
         if not self._tasks:
@@ -131,13 +163,7 @@ class AsyncClient:
                     pass  # closing anyway
         finally:
             self._closed = True
-            for task in self._tasks:
-                task.cancel()
-            for task in self._tasks:
-                try:
-                    await task
-                except (asyncio.CancelledError, Exception):
-                    pass
+            await self._stop_tasks()
             self._socket.close(linger=0)
             for waiter in self._waiters:
                 if not waiter.future.done():
@@ -384,6 +410,9 @@ class AsyncClient:
                     continue
                 for owed in self.session.data_to_send():
                     await self.send(owed)
+                if incoming.duplicate:
+                    self.duplicates += 1
+                    continue
                 self._dispatch(incoming)
                 self._received.set()
         except asyncio.CancelledError:

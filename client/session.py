@@ -21,6 +21,7 @@ from __future__ import annotations
 import itertools
 import secrets
 import time
+from collections import OrderedDict
 from dataclasses import dataclass
 from typing import Any, Callable, Mapping
 
@@ -53,6 +54,8 @@ TIF_CODES = {"gtc": PROTOCOL_TIF_CODES[TimeInForce.GTC], "ioc": PROTOCOL_TIF_COD
              "fok": PROTOCOL_TIF_CODES[TimeInForce.FOK]}
 ORD_TYPE_MARKET = ORD_TYPE_CODES[OrderType.MARKET]
 ORD_TYPE_LIMIT = ORD_TYPE_CODES[OrderType.LIMIT]
+
+EXEC_ID_MEMORY = 100_000  # ExecIDs remembered to recognise a report the exchange sends again
 
 # Replies that acknowledge an order message by naming its ClOrdID.
 ACKNOWLEDGING_REPLIES = frozenset(
@@ -89,6 +92,11 @@ class Incoming:
     fields: Mapping[str, Any]
     clordid: str | None = None
     ref: str | None = None
+    # A fill (ExecutionReport, ExecType F) marked PossResend whose ExecID this session has seen: the
+    # exchange sends again what it may have sent before (after its engine restarted); the clients do
+    # not deliver a fill twice. Other reports sent again (the original outcome of an order sent again)
+    # are delivered, marked PossResend.
+    duplicate: bool = False
 
     @property
     def msg_type(self) -> str:
@@ -231,6 +239,7 @@ class ClientSession:
         self.unacknowledged: dict[str, Pending] = {}
         self._pending_by_seq: dict[int, str] = {}
         self._outbox: list[dict[str, Any]] = []
+        self._exec_ids: OrderedDict[str, None] = OrderedDict()  # the newest EXEC_ID_MEMORY ExecIDs seen
         self._orders: dict[str, _OrderMemory] = {}
         self._remember_orders = remember_orders
 
@@ -520,11 +529,20 @@ class ClientSession:
         elif msg_type in ACKNOWLEDGING_REPLIES and clordid is not None:
             self._acknowledge(clordid)
             self._update_memory(fields, clordid)
+        duplicate = False
+        if msg_type == MsgType.EXECUTION_REPORT.value and fields.get(Field.EXEC_TYPE.value) == ExecType.TRADE.value:
+            exec_id = fields.get(Field.EXEC_ID.value)
+            if isinstance(exec_id, str):
+                duplicate = exec_id in self._exec_ids and bool(fields.get(Field.POSS_RESEND.value))
+                self._exec_ids[exec_id] = None
+                self._exec_ids.move_to_end(exec_id)
+                if len(self._exec_ids) > EXEC_ID_MEMORY:
+                    self._exec_ids.popitem(last=False)
         for key in (Field.MASS_STATUS_REQ_ID, Field.BALANCE_REQ_ID, Field.ADMIN_REQ_ID):
             if key.value in fields:
                 ref = str(fields[key.value])
                 break
-        return Incoming(fields=dict(fields), clordid=clordid, ref=ref)
+        return Incoming(fields=dict(fields), clordid=clordid, ref=ref, duplicate=duplicate)
 
     def _acknowledge(self, clordid: str) -> None:
         pending = self.unacknowledged.pop(clordid, None)

@@ -95,11 +95,17 @@ class Client:
         self._inbox: deque[Incoming] = deque()
         self._inbox_limit = inbox_limit
         self.dropped = 0
-        self._socket = (context or zmq.Context.instance()).socket(zmq.DEALER)
-        self._socket.setsockopt(zmq.LINGER, 0)
-        self._socket.connect(endpoint)
+        self.duplicates = 0  # reports the exchange sent again and this client had already delivered
+        self._context = context or zmq.Context.instance()
+        self._socket = self._connect()
         self._last_sent = time.monotonic()
         self._closed = False
+
+    def _connect(self) -> zmq.Socket:
+        sock = self._context.socket(zmq.DEALER)
+        sock.setsockopt(zmq.LINGER, 0)
+        sock.connect(self.endpoint)
+        return sock
 
     # --- lifecycle ------------------------------------------------------------------------------
 
@@ -115,6 +121,23 @@ class Client:
         message = self.session.logon(heartbeat_s=self._requested_heartbeat_s)
         self.send(message)
         return self._await(LogonAnswer(message), timeout)
+
+    def reconnect(self, *, timeout: float | None = None) -> list[str]:
+        """A new connection and session after the old one failed (the gateway restarted, the network
+        broke): log on again, then send again every order message never acknowledged, with its
+        original ClOrdID, so that the exchange acts on each exactly once (a ClOrdID it already has
+        gets the original outcome back). Returns the ClOrdIDs sent again."""
+        if self._closed:
+            raise ClientError("the client is closed")
+        self._socket.close(linger=0)
+        self._socket = self._connect()
+        self._inbox = deque(m for m in self._inbox if not m.is_session_level)
+        self.session.restart()
+        self.logon(timeout=timeout)
+        resent = self.session.resend()
+        for message in resent:
+            self.send(message)
+        return [str(m.get(Field.CL_ORD_ID.value, "")) for m in resent]
 
     def close(self, *, timeout: float | None = None) -> None:
         """Log out (waiting up to ``timeout`` for the gateway's Logout) and close the socket at once."""
@@ -364,6 +387,9 @@ class Client:
                     continue
                 for owed in self.session.data_to_send():
                     self.send(owed)
+                if incoming.duplicate:
+                    self.duplicates += 1
+                    continue
                 return incoming
             if deadline is not None and time.monotonic() >= deadline:
                 return None

@@ -1,10 +1,13 @@
 """Engine -> everyone downstream: what the engine publishes (PUB), and its query socket (ROUTER).
 
 Topics travel in the first frame; each topic has its own message counter ``n`` so that a subscriber
-notices a gap (PUB drops at its high-water mark):
+notices a gap (PUB drops at its high-water mark, and before a subscription reaches it). Every header
+also carries ``epoch``, a random number each engine process draws when it starts: the counters start
+again at 1 with every epoch, so a subscriber that sees a new epoch knows the engine restarted and asks
+for what it missed of the new one:
 
 - ``gateway_topic(g)`` = ``b"r00001."``: reports for gateway ``g``.
-  ``[topic, header, events, items]``: ``header`` msgpack ``{"n": k}``; ``events`` EVENT_DTYPE records;
+  ``[topic, header, events, items]``: ``header`` msgpack ``{"n": k, "epoch": e}``; ``events`` EVENT_DTYPE records;
   ``items`` a msgpack list, one map per event record, saying whom it is for on that gateway:
   ``{"session": s, "account": a, "role": r, "clordid": c, "cum_quote": q, "resend": bool}``, where ``role``
   is ``"order"`` (an event about the order placed by that session, or a reject of its command),
@@ -57,10 +60,11 @@ class ReportMessage:
     n: int  # this topic's message counter
     events: np.ndarray  # EVENT_DTYPE
     items: list[dict] | None = None  # gateway topics only
+    epoch: int = 0  # the publishing engine process's start-up draw; counters start at 1 with each
 
 
 def encode_report(message: ReportMessage) -> list[bytes]:
-    frames = [message.topic, msgpack.packb({"n": message.n}),
+    frames = [message.topic, msgpack.packb({"n": message.n, "epoch": message.epoch}),
               np.ascontiguousarray(message.events, dtype=EVENT_DTYPE).tobytes()]
     if message.items is not None:
         frames.append(msgpack.packb(message.items, use_bin_type=True))
@@ -76,7 +80,7 @@ def decode_report(frames: list[bytes]) -> ReportMessage:
         raise ReportError(f"malformed report message: {exc}") from None
     if items is not None and len(items) != len(events):
         raise ReportError("report items and events disagree")
-    return ReportMessage(frames[0], int(header["n"]), events, items)
+    return ReportMessage(frames[0], int(header["n"]), events, items, int(header.get("epoch", 0)))
 
 
 def encode_query(query: dict) -> list[bytes]:

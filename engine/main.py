@@ -28,6 +28,7 @@ from __future__ import annotations
 import gc
 import logging
 import os
+import secrets
 import signal
 import sys
 import time
@@ -243,6 +244,7 @@ class EngineProcess:
         started = time.monotonic()
         with SnapshotStore(self.config.paths.snapshot_dir, map_bytes=self.config.engine.snapshot_map_bytes) as store:
             self.service, seq = load_newest(self.config, store)
+        self.service.epoch = secrets.randbits(62)  # report counters start again: common/reports.py
         if seq:
             log.info("restored the snapshot of seq %d in %.2f s", seq, time.monotonic() - started)
         else:

@@ -7,8 +7,8 @@
 
 No sockets, no clock: ``engine.main`` does the I/O. The state is a function of the sequenced commands:
 replaying the journal rebuilds it exactly. The report messages are not: a topic's counter ``n`` starts at
-1 with the process (recovery at start-up publishes nothing, see ``apply``), so a subscriber that sees
-``n == 1`` again knows the engine restarted; and the messages of a batch depend on where batches begin.
+1 with the process, and every message carries the process's ``epoch``, so a subscriber that sees a new
+epoch knows the engine restarted; and the messages of a batch depend on where batches begin.
 
 What the engine core does not know and this class keeps (docs/architecture.md):
 
@@ -178,6 +178,9 @@ class EngineService:
         self._outcomes: OrderedDict[tuple[int, str], tuple[int, bytes]] = OrderedDict()
         self._counters: dict[bytes, int] = {}
         self._recent: dict[int, deque] = {}  # gateway -> deque of (n, events bytes, items)
+        # The process's draw (engine/main.py): every report message carries it, and the topic counters
+        # start at 1 with each (common/reports.py). Not part of the state.
+        self.epoch = 0
         self._max_accounts = config.capacity.max_accounts
         self._n_symbols = len(config.symbols)
 
@@ -393,10 +396,12 @@ class EngineService:
                                                   output.gateway_items[gateway]))
         for symbol in sorted(output.market_positions):
             topic = market_topic(symbol)
-            messages.append(ReportMessage(topic, self._next_n(topic), pick(output.market_positions[symbol])))
+            messages.append(ReportMessage(topic, self._next_n(topic), pick(output.market_positions[symbol]),
+                                          epoch=self.epoch))
         for account in sorted(output.account_positions):
             topic = account_topic(account)
-            messages.append(ReportMessage(topic, self._next_n(topic), pick(output.account_positions[account])))
+            messages.append(ReportMessage(topic, self._next_n(topic), pick(output.account_positions[account]),
+                                          epoch=self.epoch))
         return messages
 
     def _route_downstream(self, chunk: np.ndarray, kinds: list[int], accounts: list[int], offset: int,
@@ -423,7 +428,7 @@ class EngineService:
 
     def _gateway_message(self, gateway: int, events: np.ndarray, items: list[dict]) -> ReportMessage:
         topic = gateway_topic(gateway)
-        message = ReportMessage(topic, self._next_n(topic), events, items)
+        message = ReportMessage(topic, self._next_n(topic), events, items, self.epoch)
         kept = self._recent.get(gateway)
         if kept is None:
             kept = self._recent[gateway] = deque(maxlen=self.config.engine.recent_reports)
@@ -625,7 +630,7 @@ class EngineService:
                 break
             messages.append([n, events, items])
         more = bool(messages) and messages[-1][0] < last
-        return {"messages": messages, "dropped": first < oldest, "last": last, "more": more}
+        return {"messages": messages, "dropped": first < oldest, "last": last, "more": more, "epoch": self.epoch}
 
     def _query_head(self, q: dict) -> dict:
         return {"head": self._last_seq}

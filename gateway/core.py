@@ -177,6 +177,7 @@ class GatewayCore:
         self._query_ids = 0
         # Report counter of our topic, and the resend state after a gap.
         self._next_n: int | None = None
+        self._epoch: int | None = None  # the engine process whose counters _next_n follows
         self._held: dict[int, ReportMessage] = {}
         self._resend_query: int | None = None
         self._resend_deadline = 0
@@ -612,6 +613,16 @@ class GatewayCore:
             log.warning("ignoring a report message on topic %r", message.topic)
             return []
         n = message.n
+        if message.epoch != self._epoch:
+            if self._epoch is not None:
+                # A restarted engine: its counters start at 1 again, and what it published before
+                # this subscription reached it (its catch-up, say) is asked for again from n=1.
+                log.warning("the engine restarted (report epoch %x, was %x): reports from n=1 of the new one",
+                            message.epoch, self._epoch)
+                self._next_n = 1
+            self._epoch = message.epoch
+            self._held.clear()
+            self._resend_query = None
         if self._next_n is None or n == self._next_n:
             if self._held or self._resend_query is not None:  # still waiting for the gap before it
                 self._held[n] = message
@@ -619,12 +630,6 @@ class GatewayCore:
             self._next_n = n + 1
             return self._deliver(message.events, message.items)
         if n < self._next_n:
-            if n == 1:  # the engine started again with a fresh journal: counters restart
-                log.warning("report counter restarted at 1 (expected %d): the engine restarted", self._next_n)
-                self._held.clear()
-                self._resend_query = None
-                self._next_n = 2
-                return self._deliver(message.events, message.items)
             return []  # already delivered
         self._held[n] = message
         if len(self._held) > self.config.engine.recent_reports:
@@ -643,6 +648,8 @@ class GatewayCore:
     def _on_resend_reply(self, reply: dict) -> list[Action]:
         self._resend_query = None
         actions: list[Action] = []
+        if reply.get("ok") and reply.get("epoch", self._epoch) != self._epoch:
+            return [self._ask_resend()]  # answered by another engine process than the gap is of
         if reply.get("ok"):
             for entry in reply.get("messages") or ():
                 try:

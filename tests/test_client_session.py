@@ -411,3 +411,47 @@ def test_admin_answer_gives_the_new_account_or_raises_the_refusal():
                              "Text": "not an admin"}))
     with pytest.raises(RequestRejected, match="not an admin"):
         refused.result()
+
+
+# --- reports the exchange sends again -------------------------------------------------------------
+
+
+def test_a_report_sent_again_with_poss_resend_is_marked_a_duplicate_only_if_it_was_seen():
+    s = session()
+    fill = execution_report("c1", ExecType.TRADE, OrdStatus.FILLED, ExecID="5-3-5-1-taker")
+    assert not s.receive(fill).duplicate
+    assert s.receive({**fill, "PossResend": True}).duplicate
+    assert not s.receive({**fill, "ExecID": "9-3-5-2-taker", "PossResend": True}).duplicate  # never seen
+    assert not s.receive(fill).duplicate  # not flagged PossResend: delivered as the exchange sent it
+
+
+def test_the_exec_ids_remembered_are_bounded(monkeypatch):
+    import client.session as session_module
+
+    monkeypatch.setattr(session_module, "EXEC_ID_MEMORY", 3)
+    s = session()
+    for n in range(5):
+        s.receive(execution_report("c1", ExecType.TRADE, ExecID=f"e{n}"))
+    assert not s.receive(execution_report("c1", ExecType.TRADE, ExecID="e0", PossResend=True)).duplicate
+    assert s.receive(execution_report("c1", ExecType.TRADE, ExecID="e4", PossResend=True)).duplicate
+
+
+def test_an_order_outcome_sent_again_is_delivered_marked_poss_resend():
+    s = session()
+    new = execution_report("c1", ExecID="7-1-7-0-order")
+    s.receive(new)
+    again = s.receive({**new, "PossResend": True})
+    assert not again.duplicate and again.get("PossResend")
+
+
+def test_after_a_restart_the_unacknowledged_orders_are_sent_again_with_their_clordids():
+    s = session()
+    s.receive({"MsgType": "A", "MsgSeqNum": 1})
+    acknowledged = s.new_order("BTC-USDT", "buy", qty="0.01", price="100")
+    lost = s.new_order("BTC-USDT", "sell", qty="0.01", price="200")
+    s.receive(execution_report(acknowledged["ClOrdID"]))
+    s.restart()
+    assert s.logon()["MsgSeqNum"] == 1
+    [again] = s.resend()
+    assert again["ClOrdID"] == lost["ClOrdID"] and again["MsgSeqNum"] == 2
+    assert (again["Side"], again["Price"]) == (lost["Side"], lost["Price"])

@@ -523,7 +523,7 @@ def test_a_gateway_keeps_its_last_report_messages_for_resends():
     assert [m[0] for m in reply["messages"]] == [10, 11] and reply["more"] is True
     assert desk.query(q="resend", gateway=GW1, **{"from": 22})["messages"] == []
     assert desk.query(q="resend", gateway=GW2, **{"from": 1}) | {"id": 0} == {
-        "id": 0, "ok": True, "messages": [], "dropped": False, "last": 0, "more": False}
+        "id": 0, "ok": True, "messages": [], "dropped": False, "last": 0, "more": False, "epoch": 0}
 
 
 # --- the sequence -----------------------------------------------------------------------------------

@@ -239,3 +239,63 @@ def _new_pid(exchange, program: str, before: int) -> bool:
     except ValueError:
         return False
     return pid != before and pid > 0 and "RUNNING" in exchange.ctl("status", program)
+
+
+def test_an_order_in_flight_when_its_gateway_dies_is_sent_again_on_reconnect_and_placed_once(exchange, admin):
+    _, trader = new_trader(exchange, admin, {"USDT": "1000"}, gateway=2)  # the admin stays on gateway 1
+    try:
+        clordid = trader.buy("BTC-USDT", "0.01", "1000.1")
+        before = exchange.program_pid("gateway:gateway-1")
+        os.kill(before, signal.SIGKILL)  # whether the order got through is unknown to the client
+        assert clordid in trader.session.unacknowledged
+        poll(lambda: _new_pid(exchange, "gateway:gateway-1", before), timeout=60, what="a restarted gateway")
+
+        resent = poll(lambda: _reconnected(trader), timeout=TIMEOUT, what="a reconnect")
+        assert resent == [clordid]
+        first, = reports_of(trader, clordid, 1)
+        assert first[Field.EXEC_TYPE] == "0"
+        assert clordid not in trader.session.unacknowledged
+        open_orders = [o for o in trader.open_orders() if o.clordid == clordid]
+        assert len(open_orders) == 1
+        _, reference = new_trader(exchange, admin, {"USDT": "1000"})  # the same order, placed once
+        try:
+            placed = reference.buy("BTC-USDT", "0.01", "1000.1")
+            reports_of(reference, placed, 1)
+            assert trader.balances()["USDT"] == reference.balances()["USDT"]
+        finally:
+            reference.close()
+    finally:
+        trader.close()
+
+
+def _reconnected(client: Client) -> list[str] | None:
+    try:
+        return client.reconnect(timeout=2)
+    except Exception:
+        return None
+
+
+def test_a_restarted_engine_sends_fills_again_marked_poss_resend_and_the_client_drops_what_it_had(exchange, admin):
+    _, buyer = new_trader(exchange, admin, {"USDT": "100000"})
+    _, seller = new_trader(exchange, admin, {"BTC": "1"})
+    try:
+        ask = seller.sell("BTC-USDT", "0.01", "60000")
+        reports_of(seller, ask, 1)
+        bid = buyer.buy("BTC-USDT", "0.01", "60000")
+        _, fill = reports_of(buyer, bid, 2)
+        assert fill[Field.EXEC_TYPE] == "F"
+
+        before = exchange.program_pid("engine")
+        os.kill(before, signal.SIGKILL)
+        poll(lambda: _new_pid(exchange, "engine", before), timeout=60, what="a restarted engine")
+        # The restarted engine replays the journal and publishes it again: the fill comes back marked
+        # PossResend, and the client, which delivered it already, does not deliver it a second time.
+        poll(lambda: buyer.next_message(timeout=0.2) is None and buyer.duplicates > 0, timeout=60,
+             what="the fill sent again and dropped")
+        again = buyer.buy("BTC-USDT", "0.01", "59000")  # a fresh order is answered as usual
+        new, = reports_of(buyer, again, 1)
+        assert new[Field.EXEC_TYPE] == "0" and not new.get(Field.POSS_RESEND)
+        assert buyer.balances()["BTC"].available == "0.01"  # filled once
+    finally:
+        buyer.close()
+        seller.close()

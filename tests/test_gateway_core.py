@@ -96,13 +96,13 @@ class Gateway:
 
     # --- the engine --------------------------------------------------------------------------------
 
-    def report(self, *pairs: tuple[np.ndarray, dict], n: int | None = None) -> list:
+    def report(self, *pairs: tuple[np.ndarray, dict], n: int | None = None, epoch: int = 1) -> list:
         if n is None:
             self.n += 1
             n = self.n
         events = np.concatenate([event for event, _ in pairs]) if pairs else np.zeros(0, EVENT_DTYPE)
         return self.core.on_report(ReportMessage(gateway_topic(self.instance.id), n, events,
-                                                 [item for _, item in pairs]))
+                                                 [item for _, item in pairs], epoch))
 
 
 @pytest.fixture
@@ -858,11 +858,27 @@ def test_a_gap_the_engine_cannot_fill_is_skipped_after_the_timeout(gw):
     assert [m["OrderID"] for m in delivered] == ["3"] and gw.core.lost_reports == 1
 
 
-def test_a_report_counter_back_at_one_means_a_fresh_engine(gw):
+def test_a_new_epoch_means_a_restarted_engine_whose_reports_count_from_one(gw):
     account = gw.connect_trader()
-    gw.report(accepted_pair(gw, account, 1), n=7)
-    assert len(gw.report(accepted_pair(gw, account, 2), n=1)) == 1
-    assert len(gw.report(accepted_pair(gw, account, 3), n=2)) == 1
+    gw.report(accepted_pair(gw, account, 1), n=7, epoch=1)
+    assert len(gw.report(accepted_pair(gw, account, 2), n=1, epoch=2)) == 1
+    assert len(gw.report(accepted_pair(gw, account, 3), n=2, epoch=2)) == 1
+    assert gw.report(accepted_pair(gw, account, 3), n=2, epoch=2) == []  # already delivered
+
+
+def test_a_restarted_engine_whose_first_reports_were_missed_is_asked_for_them_from_one(gw):
+    account = gw.connect_trader()
+    gw.report(accepted_pair(gw, account, 1), n=7, epoch=1)
+    [resend] = gw.report(accepted_pair(gw, account, 3), n=3, epoch=2)  # n=1, 2 of epoch 2 never came
+    assert resend.query["from"] == 1
+    stale = gw.core.on_query_reply({"id": resend.query["id"], "ok": True, "messages": [], "more": False,
+                                    "epoch": 1})
+    [again] = stale  # answered by the engine of before: asked again
+    assert again.query["from"] == 1
+    missing = [[n, accepted_pair(gw, account, n)[0].tobytes(), [accepted_pair(gw, account, n)[1]]] for n in (1, 2)]
+    delivered = messages(gw.core.on_query_reply({"id": again.query["id"], "ok": True, "messages": missing,
+                                                 "more": False, "epoch": 2}))
+    assert [m["OrderID"] for m in delivered] == ["1", "2", "3"]
 
 
 def test_reports_on_another_topic_are_ignored(gw):
