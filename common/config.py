@@ -125,6 +125,7 @@ class SequencerConfig:
     max_batch: int  # commands per batch (one LMDB transaction, one published message) at most
     heartbeat_ms: int  # when idle, the stream repeats the last sequence number this often
     journal_map_bytes: int  # initial LMDB map size of the journal
+    journal_max_bytes: int  # the map never grows past this: new commands are then refused, not crashed on
 
 
 @dataclass(frozen=True, slots=True)
@@ -284,7 +285,10 @@ def parse_config(document: Mapping[str, Any], *, source: str = "<memory>") -> Ex
         max_batch=sequencer_section.integer("max_batch", minimum=1, maximum=1 << 20),
         heartbeat_ms=sequencer_section.integer("heartbeat_ms", minimum=10, maximum=60_000),
         journal_map_bytes=sequencer_section.integer("journal_map_bytes", minimum=1 << 20, maximum=1 << 44),
+        journal_max_bytes=sequencer_section.integer("journal_max_bytes", minimum=1 << 20, maximum=1 << 50),
     )
+    if sequencer.journal_max_bytes < sequencer.journal_map_bytes:
+        sequencer_section.fail("journal_max_bytes", "must be at least journal_map_bytes")
     sequencer_section.finish()
 
     instances = []

@@ -20,7 +20,8 @@ in the OS page cache when ``append`` returns, which survives a crash of any proc
 machine; ``fsync`` opens it with ``sync=True``: a commit is on disk when ``append`` returns.
 
 The map (the most bytes the file may grow to) starts at ``map_bytes`` and doubles whenever a
-transaction does not fit; the transaction is then retried, so a full map never stops the writer.
+transaction does not fit, up to ``max_bytes``; the transaction is then retried. A batch that cannot be
+written (the limit is reached, the disk is full) raises JournalFull and leaves the journal as it was.
 Readers in other processes adopt a map grown by the writer on their next transaction.
 """
 
@@ -49,6 +50,15 @@ class JournalError(ValueError):
     """The journal refused a write (not contiguous, malformed) or holds something it should not."""
 
 
+class JournalFull(JournalError):
+    """A batch that cannot be written: the map may not grow further, or the disk is full. Nothing of
+    the batch was written, and everything before it is intact."""
+
+
+class JournalCompacted(JournalError):
+    """A read from before the first seq the journal still holds (the rest went to an archive)."""
+
+
 def seq_key(seq: int) -> bytes:
     """The LMDB key of a sequence number: 8 bytes, big-endian, so keys sort as numbers do."""
     return seq.to_bytes(_KEY_BYTES, "big")
@@ -69,8 +79,10 @@ class Journal:
         map_bytes: int,
         durability: Durability,
         readonly: bool = False,
+        max_bytes: int | None = None,
     ):
         self.path = Path(path)
+        self.max_bytes = max_bytes  # the map never grows past this (None: no bound but the disk)
         self.readonly = readonly
         self.durability = Durability(durability)
         if not readonly:
@@ -155,7 +167,17 @@ class Journal:
                 break
             except lmdb.MapFullError:
                 # The aborted transaction left nothing behind: grow the map and write it again.
-                self._env.set_mapsize(self.map_bytes * 2)
+                grown = self.map_bytes * 2
+                if self.max_bytes is not None and grown > self.max_bytes:
+                    if self.map_bytes >= self.max_bytes:
+                        raise JournalFull(f"the journal is full at its limit of {self.max_bytes} bytes") from None
+                    grown = self.max_bytes
+                try:
+                    self._env.set_mapsize(grown)
+                except lmdb.Error as exc:
+                    raise JournalFull(f"the journal cannot grow: {exc}") from None
+            except lmdb.Error as exc:  # no space left on the device, an I/O error: nothing was written
+                raise JournalFull(f"the journal cannot be written: {exc}") from None
         self._last += count
 
     # --- reading -------------------------------------------------------------------------------------
@@ -166,14 +188,25 @@ class Journal:
             return self._read_last_seq()
         return self._last
 
+    def first_seq(self) -> int:
+        """The oldest seq the journal holds: 1, unless older ones were compacted away (0 when empty)."""
+        with self._begin() as txn:
+            cursor = txn.cursor()
+            return _key_seq(cursor.key()) if cursor.first() else 0
+
     def read(self, first: int, max_count: int) -> SequencedBatch:
         """The journaled commands from ``first``, at most ``max_count``, as a batch whose ``head`` is the
-        newest journaled seq (in the same snapshot). Empty (``first`` kept) if ``first`` is past the end."""
+        newest journaled seq (in the same snapshot). Empty (``first`` kept) if ``first`` is past the end.
+        Raises JournalCompacted if ``first`` is older than what the journal holds."""
         if first < 1 or max_count < 0:
             raise ValueError("read wants first >= 1 and max_count >= 0")
         with self._begin() as txn:
             cursor = txn.cursor()
             head = _key_seq(cursor.key()) if cursor.last() else 0
+            oldest = _key_seq(cursor.key()) if cursor.first() else 0
+            if oldest > first and first <= head:
+                raise JournalCompacted(f"seq {first} is no longer in the journal: it starts at seq {oldest} "
+                                       f"(older commands were compacted into an archive)")
             count = max(0, min(max_count, head - first + 1))
             records = np.empty(count, dtype=COMMAND_DTYPE)
             envelopes: list[Envelope] = []
@@ -191,17 +224,40 @@ class Journal:
                     raise JournalError(f"journal corrupt: seq {first + len(envelopes)} is missing")
         return SequencedBatch(first, records, envelopes, head=head)
 
-    def iterate(self, first: int = 1, chunk: int = DEFAULT_CHUNK) -> Iterator[SequencedBatch]:
-        """Every journaled command from ``first``, in batches of at most ``chunk``, up to the newest one
-        at the time each batch is read."""
+    def iterate(self, first: int | None = None, chunk: int = DEFAULT_CHUNK) -> Iterator[SequencedBatch]:
+        """Every journaled command from ``first`` (default: the oldest held), in batches of at most
+        ``chunk``, up to the newest one at the time each batch is read."""
         if chunk < 1:
             raise ValueError("chunk must be at least 1")
+        if first is None:
+            first = max(1, self.first_seq())
         while True:
             batch = self.read(first, chunk)
             if not len(batch.records):
                 return
             yield batch
             first = batch.last + 1
+
+    def drop_before(self, seq: int, *, chunk: int = DEFAULT_CHUNK) -> int:
+        """Delete every command older than ``seq`` (never the newest one: it carries the journal's last
+        seq), a chunk per transaction so that the sequencer's writes wait little. Returns how many."""
+        if self.readonly:
+            raise JournalError("this journal is open read-only")
+        dropped = 0
+        while True:
+            with self._begin(write=True) as txn:
+                cursor = txn.cursor()
+                if not cursor.last():
+                    return dropped
+                limit = min(seq, _key_seq(cursor.key()))
+                cursor.first()
+                removed = 0
+                while removed < chunk and cursor.key() and _key_seq(cursor.key()) < limit:
+                    cursor.delete()  # moves to the next entry
+                    removed += 1
+            dropped += removed
+            if removed < chunk:
+                return dropped
 
     def close(self) -> None:
         """Close the environment (a writer first flushes what ``process`` durability left in memory)."""

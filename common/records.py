@@ -90,6 +90,9 @@ class RejectReason(IntEnum):
     INVALID_ORDER_ID = 16  # the sequence number cannot be a new order id (not positive, or in use)
     ACCOUNT_EXISTS = 17  # CREATE_ACCOUNT for an account that already exists
     BALANCE_OVERFLOW = 18  # a deposit that would take the asset's total past int64
+    # Not from the engine's core: the sequencer could not journal the command (the disk, or the
+    # journal's configured size, is full). It was given no seq and changed nothing.
+    JOURNAL_UNAVAILABLE = 19
 
 
 class CancelReason(IntEnum):

@@ -10,6 +10,9 @@ Every message on the stream starts with a kind frame, so a subscriber can tell t
 - ``DUPLICATE``: ``[b"D", header, record, envelope]`` with ``{"last": seq, "original": seq}``: a resend of
   an (account, ClOrdID) already sequenced as ``original``. Not journaled and given no sequence number;
   the engine answers it with the original outcome.
+- ``REFUSED``: ``[b"X", header, records, envelopes]`` with ``{"last": seq, "ts": ns, "reason": text}``:
+  commands the sequencer could not journal (the journal is full). Given no sequence number; the engine
+  answers each with a reject (RejectReason.JOURNAL_UNAVAILABLE) and changes nothing.
 
 Replay: a DEALER sends ``[b"R", {"from": seq, "max": n}]``; the sequencer answers with a BATCH of the
 journaled commands from ``from`` (at most ``n``; none if ``from`` is past the end), whose header also has
@@ -29,6 +32,7 @@ from common.records import COMMAND_DTYPE
 BATCH = b"B"
 HEARTBEAT = b"H"
 DUPLICATE = b"D"
+REFUSED = b"X"
 REPLAY_REQUEST = b"R"
 
 
@@ -61,6 +65,24 @@ class Duplicate:
     envelope: Envelope = field(default_factory=lambda: Envelope(0, ""))
 
 
+@dataclass
+class Refused:
+    last: int
+    ts: int
+    reason: str
+    records: np.ndarray = field(repr=False)  # COMMAND_DTYPE, seq and ts 0
+    envelopes: list[Envelope] = field(default_factory=list)
+
+
+def encode_refused(refused: Refused) -> list[bytes]:
+    return [
+        REFUSED,
+        msgpack.packb({"last": refused.last, "ts": refused.ts, "reason": refused.reason}),
+        np.ascontiguousarray(refused.records, dtype=COMMAND_DTYPE).tobytes(),
+        msgpack.packb([e.pack() for e in refused.envelopes], use_bin_type=True),
+    ]
+
+
 def encode_batch(batch: SequencedBatch) -> list[bytes]:
     header = {"first": batch.first, "last": batch.last}
     if batch.head is not None:
@@ -86,7 +108,7 @@ def encode_duplicate(duplicate: Duplicate) -> list[bytes]:
     ]
 
 
-def decode(frames: list[bytes]) -> SequencedBatch | Heartbeat | Duplicate:
+def decode(frames: list[bytes]) -> SequencedBatch | Heartbeat | Duplicate | Refused:
     try:
         kind = frames[0]
         header = msgpack.unpackb(frames[1])
@@ -98,6 +120,12 @@ def decode(frames: list[bytes]) -> SequencedBatch | Heartbeat | Duplicate:
             return SequencedBatch(header["first"], records, envelopes, header.get("head"))
         if kind == HEARTBEAT:
             return Heartbeat(header["last"])
+        if kind == REFUSED:
+            records = np.frombuffer(frames[2], dtype=COMMAND_DTYPE)
+            envelopes = [Envelope.unpack(e) for e in msgpack.unpackb(frames[3], raw=False)]
+            if len(envelopes) != len(records):
+                raise StreamError("refused records and envelopes disagree")
+            return Refused(header["last"], header["ts"], str(header["reason"]), records, envelopes)
         if kind == DUPLICATE:
             record = np.frombuffer(frames[2], dtype=COMMAND_DTYPE).copy()
             envelope = Envelope.unpack(msgpack.unpackb(frames[3], raw=False))

@@ -43,9 +43,11 @@ from common.signals import StopSignals
 from common.config import ExchangeConfig, load_config
 from common.records import COMMAND_DTYPE
 from common.reports import ReportError, ReportMessage, decode_query, encode_report
+from common.snapshot_store import SnapshotStore
 from common.stream import (
     Duplicate,
     Heartbeat,
+    Refused,
     SequencedBatch,
     StreamError,
     decode,
@@ -53,7 +55,7 @@ from common.stream import (
 )
 from engine import snapshot
 from engine.service import EngineService, StreamInconsistency
-from engine.snapshot import SnapshotStore, load_newest
+from engine.snapshot import load_newest
 
 log = logging.getLogger("engine")
 
@@ -169,6 +171,7 @@ class EngineProcess:
         self.sub = self.replay_socket = self.pub = self.router = None
         # counters for the status line
         self.batches = self.commands = self.skipped = self.replays = self.duplicates = self.queries = 0
+        self.refused = 0  # commands the sequencer could not journal, answered with a reject
         self.overflowed = 0  # stream messages dropped from a full ``pending`` (each a gap, refilled)
         self._status_at = time.monotonic()
         self._status_commands = 0
@@ -331,13 +334,13 @@ class EngineProcess:
             self.handle(_merged(run))
 
     @staticmethod
-    def _decode(frames: list[bytes]) -> SequencedBatch | Heartbeat | Duplicate:
+    def _decode(frames: list[bytes]) -> SequencedBatch | Heartbeat | Duplicate | Refused:
         try:
             return decode(frames)
         except StreamError as exc:
             raise Fatal(f"stream: {exc}") from None
 
-    def handle(self, message: SequencedBatch | Heartbeat | Duplicate) -> None:
+    def handle(self, message: SequencedBatch | Heartbeat | Duplicate | Refused) -> None:
         """One stream message, in stream order."""
         if isinstance(message, SequencedBatch):
             if message.last <= self.service.last_seq:
@@ -358,6 +361,11 @@ class EngineProcess:
                 self.fill_gap(message.last)
             self.duplicates += 1
             self._publish(self.service.duplicate(message))
+        elif isinstance(message, Refused):
+            if message.last > self.service.last_seq:
+                self.fill_gap(message.last)
+            self.refused += len(message.records)
+            self._publish(self.service.refused(message))
 
     def fill_gap(self, target: int) -> None:
         """Replay until ``target`` is applied."""

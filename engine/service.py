@@ -49,10 +49,11 @@ from common.records import (
     CommandKind,
     EventKind,
     OrderType,
+    RejectReason,
     TimeInForce,
 )
 from common.reports import ReportMessage, account_topic, gateway_topic, market_topic
-from common.stream import Duplicate, SequencedBatch
+from common.stream import Duplicate, Refused, SequencedBatch
 from engine.core import Engine
 
 log = logging.getLogger("engine.service")
@@ -92,6 +93,9 @@ _MARKET = int(OrderType.MARKET)
 _LIMIT = int(OrderType.LIMIT)
 _IMMEDIATE = frozenset({int(TimeInForce.IOC), int(TimeInForce.FOK)})
 _BOOK_EVENTS = frozenset({_ACCEPTED, _CANCELLED, _REPLACED})
+# What a reject of a command the journal could not take repeats of the command (as the engine's rejects do).
+_REFUSED_ECHO = ("account", "symbol", "side", "order_type", "tif", "price", "qty", "order_id", "client_order_id",
+                 "amount", "asset")
 
 
 class StreamInconsistency(ValueError):
@@ -526,6 +530,25 @@ class EngineService:
         item = {"session": notice.envelope.session, "account": account, "role": "order", "clordid": clordid,
                 "cum_quote": order.cum_quote if order is not None else 0, "resend": True}
         return [self._gateway_message(gateway, events, [item])]
+
+    def refused(self, notice: Refused) -> list[ReportMessage]:
+        """Commands the sequencer could not journal: a REJECTED event each (JOURNAL_UNAVAILABLE), for the
+        session that sent it, on its gateway's topic. Nothing else changes; the events have no seq."""
+        by_gateway: dict[int, tuple[list[np.ndarray], list[dict]]] = {}
+        for record, envelope in zip(notice.records, notice.envelopes):
+            event = np.zeros(1, dtype=EVENT_DTYPE)
+            for name in _REFUSED_ECHO:
+                event[name] = record[name]
+            event["kind"] = _REJECTED
+            event["reason"] = int(RejectReason.JOURNAL_UNAVAILABLE)
+            event["ts"] = notice.ts
+            account = int(record["account"])
+            events, items = by_gateway.setdefault(int(record["origin"]), ([], []))
+            events.append(event)
+            items.append({"session": envelope.session, "account": account, "role": "order",
+                          "clordid": envelope.clordid, "cum_quote": 0, "resend": False})
+        return [self._gateway_message(gateway, np.concatenate(events), items)
+                for gateway, (events, items) in sorted(by_gateway.items())]
 
     # --- queries ------------------------------------------------------------------------------------
 

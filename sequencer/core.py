@@ -12,9 +12,9 @@
    only then may the caller publish it.
 
 Startup is recovery: the core reads the whole journal to learn the last ``seq``, the last ``ts`` and
-every (account, ClOrdID) ever sequenced. That memory is a dict and grows with the number of distinct
-ClOrdIDs (some tens of bytes each); fine at this stage, to be bounded (a window, or a persisted index)
-when journals get long.
+every (account, ClOrdID) it holds. That memory is a dict and grows with the number of distinct ClOrdIDs
+(some tens of bytes each). A compaction (sequencer/tool.py) moves commands older than the oldest kept
+engine snapshot to an archive: a ClOrdID that old is no longer recognised as a resend.
 """
 
 from __future__ import annotations
@@ -28,7 +28,7 @@ import numpy as np
 from common.intake import Envelope
 from common.journal import Journal
 from common.records import COMMAND_DTYPE
-from common.stream import Duplicate, SequencedBatch
+from common.stream import Duplicate, Refused, SequencedBatch
 
 ResendKey = tuple[int, str]  # (account, ClOrdID)
 
@@ -123,6 +123,26 @@ class Sequencer:
         for _ in range(taken):
             self._queue.popleft()
         return batch, [Duplicate(self.last_seq, original, record, envelope) for original, record, envelope in duplicates]
+
+    def refuse_pending(self, reason: str) -> tuple[Refused | None, list[Duplicate]]:
+        """Take every queued command out unsequenced, because the journal cannot take them: (a notice
+        for the engine to answer each with a reject, or None; the resends of commands sequenced before,
+        which still get their original outcome)."""
+        refused: list[tuple[np.ndarray, Envelope]] = []
+        duplicates: list[Duplicate] = []
+        for record, envelope, key in self._queue:
+            original = self._sequenced.get(key) if key is not None else None
+            if original is not None:
+                duplicates.append(Duplicate(self.last_seq, original, record, envelope))
+            else:
+                refused.append((record, envelope))
+        self._queue.clear()
+        if not refused:
+            return None, duplicates
+        records = np.frombuffer(b"".join(record.tobytes() for record, _ in refused), dtype=COMMAND_DTYPE)
+        notice = Refused(self.last_seq, max(int(self.clock()), self.last_ts), reason, records,
+                         [envelope for _, envelope in refused])
+        return notice, duplicates
 
     def replay(self, first: int, max_count: int) -> SequencedBatch:
         """Journaled commands from ``first`` (at most ``max_count``, capped at ``max_batch``), with the

@@ -32,7 +32,7 @@ from common.heap import HeapKeeper
 from common.signals import StopSignals
 from common.config import ConfigError, ExchangeConfig, load_config
 from common.intake import IntakeError, decode_submission
-from common.journal import Journal
+from common.journal import Journal, JournalCompacted, JournalFull
 from common.records import COMMAND_DTYPE
 from common.stream import (
     SequencedBatch,
@@ -41,6 +41,7 @@ from common.stream import (
     encode_batch,
     encode_duplicate,
     encode_heartbeat,
+    encode_refused,
 )
 from sequencer.core import Sequencer
 
@@ -60,6 +61,7 @@ class Counters:
     batches: int = 0
     sequenced: int = 0
     duplicates: int = 0
+    refused: int = 0
     malformed: int = 0
     replays: int = 0
     bad_replays: int = 0
@@ -77,7 +79,8 @@ class SequencerProcess:
         settings = config.sequencer
         self.heartbeat_s = settings.heartbeat_ms / 1000
         self.journal = Journal(
-            config.paths.journal_dir, map_bytes=settings.journal_map_bytes, durability=settings.durability
+            config.paths.journal_dir, map_bytes=settings.journal_map_bytes, durability=settings.durability,
+            max_bytes=settings.journal_max_bytes,
         )
         self.sequencer = Sequencer(self.journal, time.time_ns, max_batch=settings.max_batch)
         self.counters = Counters()
@@ -168,7 +171,20 @@ class SequencerProcess:
             self.sequencer.submit(record, envelope)
         published = False
         while self.sequencer.pending:
-            batch, duplicates = self.sequencer.seal()  # journaled when it returns
+            try:
+                batch, duplicates = self.sequencer.seal()  # journaled when it returns
+            except JournalFull as exc:
+                # Everything journaled stays; what could not be is refused, answered with a reject.
+                refused, duplicates = self.sequencer.refuse_pending(str(exc))
+                if self.counters.refused == 0:
+                    log.error("refusing new commands: %s", exc)
+                if refused is not None:
+                    self.counters.refused += len(refused.records)
+                    self.stream.send_multipart(encode_refused(refused))
+                for duplicate in duplicates:
+                    self.stream.send_multipart(encode_duplicate(duplicate))
+                    self.counters.duplicates += 1
+                return True
             if batch is not None:
                 self.stream.send_multipart(encode_batch(batch), copy=False)
                 self.counters.batches += 1
@@ -193,6 +209,13 @@ class SequencerProcess:
                 first, max_count = decode_replay_request(request)
                 answer = encode_batch(self.sequencer.replay(first, max_count))
                 self.counters.replays += 1
+            except JournalCompacted as exc:
+                # Only an engine without a snapshot after the compaction point asks for this: it
+                # cannot recover from this journal alone (docs/operations.md, "Compaction").
+                log.error("replay refused: %s", exc)
+                self.counters.bad_replays += 1
+                head = self.sequencer.last_seq
+                answer = encode_batch(SequencedBatch(first, np.empty(0, dtype=COMMAND_DTYPE), [], head=head))
             except (StreamError, OverflowError) as exc:  # OverflowError: a seq msgpack cannot carry
                 if self.counters.bad_replays == 0:
                     log.warning("malformed replay request: %s", exc)

@@ -55,6 +55,7 @@ durability = "fsync"
 max_batch = 64
 heartbeat_ms = 100
 journal_map_bytes = 1048576
+journal_max_bytes = 2097152
 
 [gateway]
 logon_window_ms = 1000

@@ -37,7 +37,7 @@ from common.stream import (
     encode_duplicate,
     encode_heartbeat,
 )
-from engine.snapshot import SnapshotStore
+from common.snapshot_store import SnapshotStore
 from tests.harness import to_toml
 
 ROOT = Path(__file__).resolve().parent.parent

@@ -23,7 +23,7 @@ from common.records import (
     TimeInForce,
 )
 from common.reports import ReportMessage, account_topic, gateway_topic, market_topic
-from common.stream import Duplicate, SequencedBatch
+from common.stream import Duplicate, Refused, SequencedBatch
 from engine.service import EngineService, StreamInconsistency
 from tests.builders import BTC, BTC_USDT, ETH_USDT, USDT, CommandTape, make_config
 
@@ -370,6 +370,29 @@ def test_a_resent_command_gets_its_original_outcome_again_marked_as_a_resend(des
     assert answer[0].events.tobytes() == original.events[0].tobytes()
     assert answer[0].items == [{"session": 77, "account": ALICE, "role": "order", "clordid": "A1",
                                 "cum_quote": 0, "resend": True}]
+
+
+def test_commands_the_journal_refused_are_rejected_to_their_sessions_and_change_nothing(desk):
+    before = desk.service.engine.state_hash()
+    tape = CommandTape()
+    tape.buy(ALICE, BTC_USDT, 150, 2, client_order_id=41)
+    tape.sell(BOB, BTC_USDT, 150, 2, client_order_id=42)
+    records = tape.array()
+    records["seq"] = records["ts"] = 0
+    records["origin"] = [GW1, GW2]
+    notice = Refused(desk.service.last_seq, 123, "the journal is full", records,
+                     [Envelope(ALICE_S, "A-full"), Envelope(BOB_S, "B-full")])
+
+    messages = desk.service.refused(notice)
+    assert [m.topic for m in messages] == [gateway_topic(GW1), gateway_topic(GW2)]
+    alice = messages[0]
+    assert [int(k) for k in alice.events["kind"]] == [EventKind.REJECTED]
+    assert int(alice.events[0]["reason"]) == RejectReason.JOURNAL_UNAVAILABLE
+    assert (int(alice.events[0]["price"]), int(alice.events[0]["client_order_id"]), int(alice.events[0]["ts"])) == (
+        150, 41, 123)
+    assert alice.items == [{"session": ALICE_S, "account": ALICE, "role": "order", "clordid": "A-full",
+                            "cum_quote": 0, "resend": False}]
+    assert desk.service.engine.state_hash() == before
 
 
 def test_a_resent_rejected_command_gets_its_reject_again(desk):

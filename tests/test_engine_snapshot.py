@@ -10,9 +10,10 @@ import numpy as np
 import pytest
 
 from common.intake import Envelope
+from common.snapshot_store import SnapshotStore
 from common.stream import SequencedBatch
 from engine.service import EngineService
-from engine.snapshot import SnapshotError, SnapshotStore, encode, load_newest, read_header, restore
+from engine.snapshot import SnapshotError, encode, load_newest, read_header, restore
 from tests.builders import BTC, BTC_USDT, ETH, ETH_USDT, USDT, CommandTape, make_config
 
 ACCOUNTS = (1, 2, 3, 4)

@@ -656,6 +656,17 @@ def test_a_rejected_new_order_names_the_engines_reason(gw):
     assert (report["OrdRejReason"], report["Text"], report["OrderID"]) == (3, "INSUFFICIENT_FUNDS", "NONE")
 
 
+def test_an_order_the_journal_could_not_take_is_rejected_as_exchange_closed(gw):
+    gw.connect_trader()
+    account, session, coid = new_order_events(gw)
+    report = only(gw.report((event(EventKind.REJECTED, seq=0, client_order_id=coid, account=account,
+                                   symbol=BTC_USDT, side=Side.BUY, order_type=OrderType.LIMIT, tif=TimeInForce.GTC,
+                                   price=650000, qty=300, reason=RejectReason.JOURNAL_UNAVAILABLE),
+                             item(session, account, "a1"))))
+    assert (report["ExecType"], report["OrdStatus"], report["OrdRejReason"]) == ("8", "8", 2)
+    assert report["Text"] == "JOURNAL_UNAVAILABLE"
+
+
 @pytest.mark.parametrize("kind, response_to", [(CommandKind.CANCEL, "1"), (CommandKind.CANCEL_REPLACE, "2")])
 def test_a_rejected_cancel_or_replace_becomes_an_order_cancel_reject(gw, kind, response_to):
     account = gw.connect_trader()

@@ -16,7 +16,7 @@ import pytest
 
 from common.config import Durability
 from common.intake import Envelope
-from common.journal import Journal, JournalError, seq_key
+from common.journal import Journal, JournalCompacted, JournalError, JournalFull, seq_key
 from common.records import COMMAND_DTYPE, CommandKind
 
 REPO = Path(__file__).resolve().parent.parent
@@ -146,6 +146,24 @@ class TestDurability:
             batch = journal.read(1, 10_000)
             assert len(batch.records) == 4000 and batch.envelopes[-1].clordid.startswith("c-4000x")
 
+    def test_a_journal_at_its_size_limit_refuses_a_batch_and_keeps_what_it_has(self, tmp_path):
+        with Journal(tmp_path / "journal", map_bytes=MAP_BYTES, max_bytes=2 * MAP_BYTES,
+                     durability=Durability.PROCESS) as journal:
+            seq = 1
+            with pytest.raises(JournalFull, match="limit"):
+                for _ in range(1000):
+                    records, envelopes = commands(seq, 100)
+                    journal.append(records, [Envelope(e.session, e.clordid + "x" * 200) for e in envelopes])
+                    seq += 100
+            assert journal.map_bytes == 2 * MAP_BYTES
+            assert journal.last_seq() == seq - 1  # the refused batch left nothing behind
+            kept = journal.read(1, 1_000_000)
+            assert len(kept.records) == seq - 1 and kept.records["seq"].tolist() == list(range(1, seq))
+        with Journal(tmp_path / "journal", map_bytes=MAP_BYTES, max_bytes=4 * MAP_BYTES,
+                     durability=Durability.PROCESS) as journal:  # a larger limit: writes go on
+            journal.append(*commands(seq, 1))
+            assert journal.last_seq() == seq
+
     def test_a_read_only_journal_refuses_to_append(self, tmp_path):
         with Journal(tmp_path / "journal", map_bytes=MAP_BYTES, durability=Durability.PROCESS) as journal:
             journal.append(*commands(1, 1))
@@ -229,3 +247,17 @@ def test_a_reader_in_another_process_sees_each_commit_even_after_the_map_grew(tm
                     proc.wait()
                 proc.stdout.close()
                 proc.stderr.close()
+
+
+class TestCompaction:
+    def test_dropping_old_commands_keeps_the_newest_and_reads_from_the_first_kept(self, journal):
+        journal.append(*commands(1, 50))
+        assert journal.drop_before(31, chunk=7) == 30
+        assert journal.first_seq() == 31 and journal.last_seq() == 50
+        assert [b.first for b in journal.iterate(chunk=10)] == [31, 41]
+        with pytest.raises(JournalCompacted, match="starts at seq 31"):
+            journal.read(5, 10)
+        assert journal.drop_before(10_000) == 19  # never the newest: it holds the last seq
+        assert journal.first_seq() == 50 and journal.last_seq() == 50
+        journal.append(*commands(51, 1))
+        assert journal.read(50, 5).records["seq"].tolist() == [50, 51]

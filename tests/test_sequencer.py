@@ -20,7 +20,7 @@ from common.config import Durability, default_document, parse_config_text
 from common.intake import Envelope, encode_submission
 from common.journal import Journal
 from common.records import COMMAND_DTYPE, CommandKind, command
-from common.stream import Duplicate, Heartbeat, SequencedBatch, decode, encode_replay_request
+from common.stream import Duplicate, Heartbeat, Refused, SequencedBatch, decode, encode_replay_request
 from sequencer.core import Sequencer
 
 REPO = Path(__file__).resolve().parent.parent
@@ -153,6 +153,22 @@ class TestSequencing:
         assert len(past.records) == 0 and past.head == 5
 
 
+class TestRefusals:
+    def test_what_the_journal_cannot_take_is_refused_unsequenced_but_resends_keep_their_outcome(self, core):
+        core.submit(order(1, 11), Envelope(1, "A"))
+        core.seal()
+        core.submit(order(1, 12), Envelope(1, "B"))
+        core.submit(order(1, 11), Envelope(2, "A"))  # a resend of seq 1
+        refused, duplicates = core.refuse_pending("the journal is full")
+        assert refused.records["client_order_id"].tolist() == [12] and refused.envelopes == [Envelope(1, "B")]
+        assert (refused.last, refused.reason) == (1, "the journal is full")
+        assert [(d.original, d.envelope) for d in duplicates] == [(1, Envelope(2, "A"))]
+        assert core.pending == 0 and core.last_seq == 1
+        core.submit(order(1, 12), Envelope(1, "B"))  # refused before: a later try is sequenced
+        batch, _ = core.seal()
+        assert batch.records["seq"].tolist() == [2]
+
+
 class TestDuplicates:
     def test_a_resend_of_an_earlier_clordid_is_a_duplicate_naming_the_original(self, core):
         core.submit(order(1, 11), Envelope(1, "A"))
@@ -248,7 +264,8 @@ def toml_text(document: dict[str, Any], prefix: str = "") -> str:
 class SequencerProcess:
     """``python -m sequencer.main`` on ipc endpoints in a temporary directory, with test sockets."""
 
-    def __init__(self, directory: Path, *, max_batch: int = 64, heartbeat_ms: int = 50):
+    def __init__(self, directory: Path, *, max_batch: int = 64, heartbeat_ms: int = 50,
+                 journal_max_bytes: int | None = None):
         self.directory = directory
         document = default_document()
         document["sequencer"].update(
@@ -258,6 +275,8 @@ class SequencerProcess:
             max_batch=max_batch,
             heartbeat_ms=heartbeat_ms,
         )
+        if journal_max_bytes is not None:
+            document["sequencer"].update(journal_map_bytes=journal_max_bytes, journal_max_bytes=journal_max_bytes)
         document["paths"] = {"data_dir": str(directory / "data"), "log_dir": str(directory / "log")}
         self.config_path = directory / "exchange.toml"
         self.config_path.write_text(toml_text(document), encoding="utf-8")
@@ -474,3 +493,32 @@ def test_sigterm_stops_an_idle_sequencer_without_waiting_for_its_next_heartbeat(
     started = time.monotonic()
     assert sequencer.stop() == 0
     assert time.monotonic() - started < 5.0
+
+
+def test_a_full_journal_refuses_new_commands_keeps_the_old_ones_and_goes_on_running(sequencer_process):
+    sequencer = sequencer_process(journal_max_bytes=1 << 20, max_batch=256)
+    refused = None
+    sent = 0
+    deadline = time.monotonic() + TIMEOUT_S * 6
+    while refused is None and time.monotonic() < deadline and sent < 50_000:
+        for _ in range(500):
+            sent += 1
+            sequencer.submit(order(1, sent), Envelope(9, f"fill-{sent}-" + "x" * 100))
+        while sequencer.sub.poll(0):
+            message = decode(sequencer.sub.recv_multipart())
+            if isinstance(message, Refused):
+                refused = message
+    if refused is None:
+        refused = sequencer.next_message(Refused)
+    assert refused.reason.startswith("the journal is full") and len(refused.records) > 0
+    assert sequencer.proc.poll() is None, "still running"
+    assert "refusing new commands" in sequencer.log()
+    head = sequencer.replay(*encode_replay_request(1, 1)).head
+    assert head > 0 and head + 1 <= sent
+    first_refused = int(refused.records["client_order_id"][0])
+    assert first_refused > head  # refused commands have no seq; everything journaled is kept
+    assert sequencer.stop() == 0
+    with Journal(sequencer.config.paths.journal_dir, map_bytes=MAP_BYTES, durability=Durability.PROCESS,
+                 readonly=True) as journal:
+        kept = journal.read(1, head)
+        assert kept.records["seq"].tolist() == list(range(1, head + 1))
