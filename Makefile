@@ -5,7 +5,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: test run ctl bench clean
+.PHONY: test run ctl journal snapshots bench clean
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -23,6 +23,14 @@ run: $(STAMP)
 # supervisorctl against the running exchange: make ctl CMD=status
 ctl: $(STAMP)
 	$(BIN)/python -m common.launch ctl $(CMD)
+
+# The journal's operator commands: make journal CMD=verify | CMD="tail -n 50" | CMD=compact
+journal: $(STAMP)
+	$(BIN)/python -m sequencer.tool $(CMD)
+
+# The engine's snapshots: make snapshots CMD=snapshots | CMD=verify
+snapshots: $(STAMP)
+	$(BIN)/python -m engine.tool $(CMD)
 
 bench: $(STAMP)
 	$(BIN)/python -m bench.engine

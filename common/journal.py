@@ -130,9 +130,10 @@ class Journal:
 
     # --- writing -------------------------------------------------------------------------------------
 
-    def append(self, records: np.ndarray, envelopes: list[Envelope]) -> None:
+    def append(self, records: np.ndarray, envelopes: list[Envelope], *, archive: bool = False) -> None:
         """Write one batch in one transaction. ``records`` carry their ``seq`` (contiguous with the last
-        one journaled) and ``ts``; ``envelopes`` match them one for one. Returns once committed."""
+        one journaled) and ``ts``; ``envelopes`` match them one for one. Returns once committed.
+        ``archive``: an archive of compacted commands, whose first batch may start at any seq."""
         if self.readonly:
             raise JournalError("this journal is open read-only")
         if records.dtype != COMMAND_DTYPE:
@@ -142,7 +143,8 @@ class Journal:
             raise JournalError(f"{count} records but {len(envelopes)} envelopes")
         if count == 0:
             return
-        expected = np.arange(self._last + 1, self._last + 1 + count, dtype=np.int64)
+        start = int(records["seq"][0]) if archive and self._last == 0 else self._last + 1
+        expected = np.arange(start, start + count, dtype=np.int64)
         if not np.array_equal(records["seq"], expected):
             raise JournalError(
                 f"batch seq {int(records['seq'][0])}..{int(records['seq'][-1])} does not continue the journal "
@@ -151,7 +153,7 @@ class Journal:
         raw = np.ascontiguousarray(records).tobytes()
         items = [
             (
-                seq_key(self._last + 1 + i),
+                seq_key(start + i),
                 raw[i * RECORD_BYTES : (i + 1) * RECORD_BYTES] + msgpack.packb(e.pack(), use_bin_type=True),
             )
             for i, e in enumerate(envelopes)
@@ -178,7 +180,7 @@ class Journal:
                     raise JournalFull(f"the journal cannot grow: {exc}") from None
             except lmdb.Error as exc:  # no space left on the device, an I/O error: nothing was written
                 raise JournalFull(f"the journal cannot be written: {exc}") from None
-        self._last += count
+        self._last = start + count - 1
 
     # --- reading -------------------------------------------------------------------------------------
 
