@@ -65,6 +65,11 @@ BASE_ASSETS = 10  # symbols share ten base assets against one quote asset
 
 def workload_config(spec: WorkloadSpec, *, max_open_orders: int | None = None) -> ExchangeConfig:
     """The exchange the workload runs on: integer ticks and lots with 1 unit per tick-lot."""
+    return parse_config(workload_document(spec, max_open_orders=max_open_orders), source=f"<workload {spec.name}>")
+
+
+def workload_document(spec: WorkloadSpec, *, max_open_orders: int | None = None) -> dict:
+    """``workload_config`` as the configuration document (to write to a file for the processes)."""
     n_base = min(BASE_ASSETS, spec.symbols)
     assets = [{"name": f"B{i}", "decimals": 0} for i in range(n_base)] + [{"name": "Q", "decimals": 0}]
     symbols = [
@@ -92,7 +97,7 @@ def workload_config(spec: WorkloadSpec, *, max_open_orders: int | None = None) -
         "assets": assets,
         "symbols": symbols,
     })
-    return parse_config(document, source=f"<workload {spec.name}>")
+    return document
 
 
 @dataclass

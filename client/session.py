@@ -40,6 +40,7 @@ from common.protocol import (
     Field,
     MsgType,
     OrdStatus,
+    SessionRejectReason,
     decode,
     sign_logon,
 )
@@ -523,7 +524,13 @@ class ClientSession:
         elif msg_type == MsgType.REJECT.value:
             ref_seq = fields.get(Field.REF_SEQ_NUM.value)
             referenced = self._pending_by_seq.get(ref_seq) if isinstance(ref_seq, int) else None
-            if referenced is not None:
+            if fields.get(Field.SESSION_REJECT_REASON.value) == SessionRejectReason.COMP_ID_PROBLEM:
+                # The gateway has no session for this connection (it restarted): nothing was taken.
+                # The order stays unacknowledged, to be sent again after a new Logon (reconnect()).
+                self.logged_on = False
+                if referenced is not None:
+                    clordid = referenced
+            elif referenced is not None:
                 clordid = referenced
                 self._acknowledge(referenced)
         elif msg_type in ACKNOWLEDGING_REPLIES and clordid is not None:

@@ -134,6 +134,12 @@ class Client:
         self._inbox = deque(m for m in self._inbox if not m.is_session_level)
         self.session.restart()
         self.logon(timeout=timeout)
+        return self.resend()
+
+    def resend(self) -> list[str]:
+        """Send again, on this connection, every order request not acknowledged yet, with its original
+        ClOrdID (after waiting too long for an answer: a command lost in a crash is then carried out,
+        one already carried out is answered with its original outcome). Returns the ClOrdIDs."""
         resent = self.session.resend()
         for message in resent:
             self.send(message)

@@ -21,7 +21,8 @@ for what it missed of the new one:
 Queries: a DEALER sends one msgpack map per request, ``{"id": any, "q": kind, ...}``; the reply is one map
 ``{"id": same, "ok": bool, ...}``. Kinds: ``"order"`` (``account``, ``order_id`` or ``clordid``),
 ``"open_orders"`` (``account``, optional ``symbol``), ``"balances"`` (``account``), ``"resend"``
-(``gateway``, ``from``: the report messages ``n >= from`` still kept), ``"head"`` (the last applied seq).
+(``gateway``, ``from``: the report messages ``n >= from`` still kept), ``"head"`` (the last applied seq),
+``"state"`` (the last applied seq and ``Engine.state_hash()`` there).
 """
 
 from __future__ import annotations

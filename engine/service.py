@@ -658,6 +658,10 @@ class EngineService:
     def _query_head(self, q: dict) -> dict:
         return {"head": self._last_seq}
 
+    def _query_state(self, q: dict) -> dict:
+        """The last applied seq and the state hash there (a check against a replay of the journal)."""
+        return {"head": self._last_seq, "state_hash": self.engine.state_hash()}
+
     def _account(self, q: dict) -> int:
         account = _required_int(q, "account")
         if not 0 <= account < self._max_accounts:
@@ -671,6 +675,7 @@ _QUERY_HANDLERS = {
     "balances": EngineService._query_balances,
     "resend": EngineService._query_resend,
     "head": EngineService._query_head,
+    "state": EngineService._query_state,
 }
 
 

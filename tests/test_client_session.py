@@ -455,3 +455,21 @@ def test_after_a_restart_the_unacknowledged_orders_are_sent_again_with_their_clo
     [again] = s.resend()
     assert again["ClOrdID"] == lost["ClOrdID"] and again["MsgSeqNum"] == 2
     assert (again["Side"], again["Price"]) == (lost["Side"], lost["Price"])
+
+
+def test_an_order_refused_for_want_of_a_session_stays_unacknowledged_for_the_next_logon():
+    s = session()
+    s.receive({"MsgType": "A", "MsgSeqNum": 1})
+    sent = s.new_order("BTC-USDT", "buy", qty="0.01", price="100")
+    answer = s.receive({"MsgType": "3", "MsgSeqNum": 0, "RefSeqNum": sent["MsgSeqNum"], "SessionRejectReason": 9,
+                        "Text": "not logged on: send a Logon first"})
+    assert answer.clordid == sent["ClOrdID"]
+    assert sent["ClOrdID"] in s.unacknowledged and not s.logged_on
+
+
+def test_an_order_refused_by_validation_is_acknowledged_by_the_reject():
+    s = session()
+    s.receive({"MsgType": "A", "MsgSeqNum": 1})
+    sent = s.new_order("BTC-USDT", "buy", qty="0.01", price="100")
+    s.receive({"MsgType": "3", "MsgSeqNum": 2, "RefSeqNum": sent["MsgSeqNum"], "SessionRejectReason": 5})
+    assert sent["ClOrdID"] not in s.unacknowledged

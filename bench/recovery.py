@@ -1,0 +1,261 @@
+"""Recovery benchmark: how fast the engine replays the journal, and how long a restart takes to be live.
+
+    python -m bench.recovery --json      # 10,000,000 commands (the first run generates them: minutes)
+    python -m bench.recovery --quick     # 200,000 commands: a smoke test
+
+1. A journal of ``--commands`` commands (the exchange-core mix of bench/workloads.py, each with a ClOrdID)
+   is written to LMDB in a temporary directory, as the sequencer writes it.
+2. In process, the engine's recovery path: the journal read in the sequencer's replay chunks, each chunk
+   applied by ``EngineService.apply`` and its report messages encoded, as the engine does at start-up.
+   ``replay_commands_per_s`` is its rate over the whole journal. A snapshot is taken when ``--tail``
+   commands are left (the most a restart replays with ``snapshot_every_commands`` = ``--tail``).
+3. The real processes: the sequencer (``python -m sequencer.main``) is started on that journal and
+   waited for (``sequencer_start_s``: it reads the whole journal to rebuild its ClOrdID memory), then the
+   engine (``python -m engine.main``) is started and timed until it answers a ``head`` query with the
+   journal's last seq: ``recover_s_from_snapshot`` with the snapshot store in place,
+   ``recover_s_journal_only`` without it.
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import json
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import msgpack
+import numpy as np
+import zmq
+
+from bench import workloads
+from common.config import Durability, ExchangeConfig, load_config
+from common.intake import Envelope
+from common.journal import Journal
+from common.reports import encode_report
+from common.snapshot_store import SnapshotStore
+from common.stream import SequencedBatch
+from engine.service import EngineService
+from engine.snapshot import encode
+
+ROOT = Path(__file__).resolve().parent.parent
+if str(ROOT) not in sys.path:  # tests/ is not an installed package: its TOML writer is found from the tree
+    sys.path.insert(0, str(ROOT))
+from tests.harness import to_toml  # noqa: E402
+
+REPLAY_CHUNK = 65_536  # what the engine asks the sequencer for per replay request
+WRITE_CHUNK = 65_536
+PROCESS_TIMEOUT_S = 1800.0
+POLL_S = 0.05
+
+
+def journal_commands(spec: workloads.WorkloadSpec, count: int) -> tuple[ExchangeConfig, np.ndarray]:
+    workload = workloads.load(spec)
+    commands = np.concatenate([workload.setup, workload.commands])[:count].copy()
+    commands["seq"] = np.arange(1, len(commands) + 1)
+    return workload.config, commands
+
+
+def envelopes_for(records: np.ndarray) -> list[Envelope]:
+    return [Envelope(1, f"c{seq}") for seq in records["seq"].tolist()]
+
+
+def write_journal(path: Path, commands: np.ndarray, map_bytes: int) -> float:
+    started = time.perf_counter()
+    with Journal(path, map_bytes=map_bytes, durability=Durability.PROCESS) as journal:
+        for start in range(0, len(commands), WRITE_CHUNK):
+            chunk = commands[start : start + WRITE_CHUNK]
+            journal.append(chunk, envelopes_for(chunk))
+    return time.perf_counter() - started
+
+
+def replay_in_process(config: ExchangeConfig, journal_path: Path, snapshot_at: int, store_path: Path,
+                      map_bytes: int, log) -> dict:
+    """The whole journal through the engine's start-up path; a snapshot at ``snapshot_at``."""
+    service = EngineService(config)
+    service.warm_up()
+    replay_s = snapshot_s = 0.0
+    with Journal(journal_path, map_bytes=map_bytes, durability=Durability.PROCESS, readonly=True) as journal:
+        head = journal.last_seq()
+        first = 1
+        while first <= head:
+            count = min(REPLAY_CHUNK, head - first + 1, max(1, snapshot_at - first + 1) if first <= snapshot_at
+                        else REPLAY_CHUNK)
+            started = time.perf_counter()
+            batch = journal.read(first, count)
+            for message in service.apply(batch, resend=True):
+                encode_report(message)
+            replay_s += time.perf_counter() - started
+            first = batch.last + 1
+            if batch.last == snapshot_at:
+                started = time.perf_counter()
+                with SnapshotStore(store_path, map_bytes=config.engine.snapshot_map_bytes) as store:
+                    store.write(snapshot_at, encode(service, time.time_ns()), keep=config.engine.snapshots_kept)
+                snapshot_s = time.perf_counter() - started
+                log(f"snapshot of seq {snapshot_at} written in {snapshot_s:.2f} s")
+    return {"replay_s": replay_s, "replay_commands_per_s": head / replay_s, "snapshot_write_s": snapshot_s,
+            "state_hash": service.engine.state_hash()}
+
+
+class Processes:
+    """The sequencer and the engine as the exchange runs them, on the benchmark's data directory."""
+
+    def __init__(self, home: Path, config_path: Path):
+        self.home = home
+        self.config_path = config_path
+        self.config = load_config(config_path)
+        self.running: list[subprocess.Popen] = []
+
+    def start(self, module: str) -> subprocess.Popen:
+        log = open(self.home / f"{module}.log", "ab")
+        process = subprocess.Popen([sys.executable, "-m", module, "--config", str(self.config_path)]
+                                   if module == "sequencer.main" else [sys.executable, "-m", module],
+                                   cwd=ROOT, stdout=log, stderr=subprocess.STDOUT,
+                                   env={**os.environ, "EXCHANGE_CONFIG": str(self.config_path)})
+        log.close()
+        self.running.append(process)
+        return process
+
+    def wait_for_head(self, endpoint: str, request: list[bytes], parse, head: int, process: subprocess.Popen) -> None:
+        context = zmq.Context.instance()
+        deadline = time.monotonic() + PROCESS_TIMEOUT_S
+        while time.monotonic() < deadline:
+            if process.poll() is not None:
+                raise RuntimeError(f"{process.args} exited with {process.returncode}")
+            sock = context.socket(zmq.DEALER)
+            sock.setsockopt(zmq.LINGER, 0)
+            sock.connect(endpoint)
+            try:
+                sock.send_multipart(request)
+                if sock.poll(int(POLL_S * 1000) * 4) and parse(sock.recv_multipart()) >= head:
+                    return
+            finally:
+                sock.close()
+            time.sleep(POLL_S)
+        raise TimeoutError(f"not at seq {head} within {PROCESS_TIMEOUT_S} s")
+
+    def stop(self, process: subprocess.Popen) -> None:
+        if process.poll() is None:
+            process.send_signal(signal.SIGTERM)
+            try:
+                process.wait(60)
+            except subprocess.TimeoutExpired:
+                process.kill()
+                process.wait(10)
+        self.running.remove(process)
+
+    def stop_all(self) -> None:
+        for process in list(self.running):
+            self.stop(process)
+
+
+def engine_head(frames: list[bytes]) -> int:
+    reply = msgpack.unpackb(frames[-1], raw=False)
+    return int(reply.get("head", -1)) if reply.get("ok") else -1
+
+
+def sequencer_head(frames: list[bytes]) -> int:
+    header = msgpack.unpackb(frames[1])
+    return int(header.get("head", -1))
+
+
+def timed_engine_start(processes: Processes, head: int) -> float:
+    started = time.monotonic()
+    engine = processes.start("engine.main")
+    processes.wait_for_head(processes.config.engine.queries, [msgpack.packb({"id": 1, "q": "head"})],
+                            engine_head, head, engine)
+    elapsed = time.monotonic() - started
+    processes.stop(engine)
+    return elapsed
+
+
+def run(commands_count: int, tail: int, log) -> dict:
+    spec = dataclasses.replace(workloads.EXCHANGE_CORE, commands=max(1, commands_count))
+    log(f"workload of {commands_count:,} commands (generated once, then cached in bench/.cache)")
+    _, commands = journal_commands(spec, commands_count)
+    count = len(commands)
+    home = Path(tempfile.mkdtemp(prefix="recovery-"))
+    try:
+        config_path = home / "exchange.toml"
+        document = _document(spec, home)
+        config_path.write_text(to_toml(document))
+        config = load_config(config_path)
+        map_bytes = 1 << 30
+        write_s = write_journal(config.paths.journal_dir, commands, map_bytes)
+        del commands
+        log(f"journal of {count:,} commands written in {write_s:.1f} s")
+        snapshot_at = max(1, count - tail)
+        store = config.paths.snapshot_dir
+        in_process = replay_in_process(config, config.paths.journal_dir, snapshot_at, store, map_bytes, log)
+        log(f"in-process replay: {in_process['replay_commands_per_s']:,.0f} commands/s")
+
+        processes = Processes(home, config_path)
+        try:
+            started = time.monotonic()
+            sequencer = processes.start("sequencer.main")
+            processes.wait_for_head(config.sequencer.replay, [b"R", msgpack.packb({"from": 1, "max": 1})],
+                                    sequencer_head, count, sequencer)
+            sequencer_start_s = time.monotonic() - started
+            log(f"sequencer up in {sequencer_start_s:.1f} s")
+            from_snapshot = timed_engine_start(processes, count)
+            log(f"engine live from the snapshot in {from_snapshot:.1f} s")
+            shutil.move(str(store), str(home / "snapshots-aside"))
+            journal_only = timed_engine_start(processes, count)
+            log(f"engine live from the journal alone in {journal_only:.1f} s")
+        finally:
+            processes.stop_all()
+    finally:
+        shutil.rmtree(home, ignore_errors=True)
+    return {
+        "commands": count,
+        "replay_commands_per_s": round(in_process["replay_commands_per_s"]),
+        "recover_s_journal_only": round(journal_only, 2),
+        "recover_s_from_snapshot": round(from_snapshot, 2),
+        "replayed_after_snapshot": count - snapshot_at,
+        "sequencer_start_s": round(sequencer_start_s, 2),
+        "snapshot_write_s": round(in_process["snapshot_write_s"], 2),
+        "journal_write_s": round(write_s, 2),
+        "targets": {"replay_commands_per_s": 2_000_000, "recover_s_from_snapshot": 10.0,
+                    "met": in_process["replay_commands_per_s"] >= 2_000_000 and from_snapshot < 10.0},
+    }
+
+
+def _document(spec: workloads.WorkloadSpec, home: Path) -> dict:
+    """The workload's configuration, with ipc endpoints, no automatic snapshots and the data in ``home``."""
+    document = workloads.workload_document(spec)
+    ipc = lambda name: f"ipc://{home}/{name}.sock"  # noqa: E731
+    document["engine"].update(reports=ipc("reports"), queries=ipc("queries"),
+                              snapshot_every_commands=1 << 40, snapshot_every_s=7 * 86_400)
+    document["sequencer"].update(intake=ipc("intake"), stream=ipc("stream"), replay=ipc("replay"),
+                                 journal_map_bytes=1 << 30)
+    document["gateway"]["instances"] = [{"id": 1, "name": "gw-1", "fix": ipc("fix")}]
+    document["paths"] = {"data_dir": str(home / "data"), "log_dir": str(home / "log")}
+    return document
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m bench.recovery", description=__doc__.splitlines()[0])
+    parser.add_argument("--json", action="store_true", help="print one JSON object")
+    parser.add_argument("--quick", action="store_true", help="200,000 commands (smoke test)")
+    parser.add_argument("--commands", type=int, help="journal length (default 10,000,000)")
+    parser.add_argument("--tail", type=int, help="commands after the snapshot (default 1,000,000)")
+    args = parser.parse_args(argv)
+    count = args.commands or (200_000 if args.quick else 10_000_000)
+    tail = args.tail or (50_000 if args.quick else 1_000_000)
+
+    def log(text: str) -> None:
+        print(text, file=sys.stderr if args.json else sys.stdout, flush=True)
+
+    result = run(count, tail, log)
+    print(json.dumps(result) if args.json else json.dumps(result, indent=2))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
