@@ -35,7 +35,7 @@ import numpy as np
 import zmq
 
 from bench import workloads
-from common.config import Durability, ExchangeConfig, load_config
+from common.config import Durability, ExchangeConfig, default_config, load_config
 from common.intake import Envelope
 from common.journal import Journal
 from common.reports import encode_report
@@ -244,10 +244,11 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--json", action="store_true", help="print one JSON object")
     parser.add_argument("--quick", action="store_true", help="200,000 commands (smoke test)")
     parser.add_argument("--commands", type=int, help="journal length (default 10,000,000)")
-    parser.add_argument("--tail", type=int, help="commands after the snapshot (default 1,000,000)")
+    parser.add_argument("--tail", type=int, help="commands after the snapshot (default: the default "
+                                                  "configuration's engine.snapshot_every_commands)")
     args = parser.parse_args(argv)
     count = args.commands or (200_000 if args.quick else 10_000_000)
-    tail = args.tail or (50_000 if args.quick else 1_000_000)
+    tail = args.tail or (50_000 if args.quick else default_config().engine.snapshot_every_commands)
 
     def log(text: str) -> None:
         print(text, file=sys.stderr if args.json else sys.stdout, flush=True)

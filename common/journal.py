@@ -3,7 +3,7 @@
 Written by the sequencer only (one writer); read by anyone (the sequencer's replay, an engine
 rebuilding its state, tools), from any process, while the writer goes on.
 
-Format (version 1)
+Format (version 2)
 ------------------
 
 - An LMDB environment in a directory (``config.paths.journal_dir``: ``data.mdb``, ``lock.mdb``), with
@@ -13,6 +13,10 @@ Format (version 1)
 - Value: the 80-byte ``COMMAND_DTYPE`` record (``common.records``; little-endian fields, ``seq`` and
   ``ts`` set by the sequencer) followed by the intake envelope (``common.intake.Envelope``) packed as a
   msgpack map ``{"session": int, "clordid": str, "orig": str}``, exactly as it travels on the wire.
+- A second database, ``clordids``: key the account (8 bytes, big-endian) followed by the ClOrdID's UTF-8
+  bytes, value the 8-byte seq it was first journaled with. Written in the same transaction as the
+  commands, it is the sequencer's memory of what was sequenced (a resend is recognised without reading
+  the journal at start). A compaction keeps it whole, so resends stay recognised for good.
 - A batch is written in one write transaction: a reader sees all of it or none of it.
 
 Durability (``config.sequencer.durability``): ``process`` opens LMDB with ``sync=False``: a commit is
@@ -41,6 +45,7 @@ from common.records import COMMAND_DTYPE
 from common.stream import SequencedBatch
 
 DB_NAME = b"commands"
+CLORDID_DB_NAME = b"clordids"
 RECORD_BYTES = COMMAND_DTYPE.itemsize
 DEFAULT_CHUNK = 4096  # commands per batch that ``iterate`` yields
 _KEY_BYTES = 8
@@ -62,6 +67,11 @@ class JournalCompacted(JournalError):
 def seq_key(seq: int) -> bytes:
     """The LMDB key of a sequence number: 8 bytes, big-endian, so keys sort as numbers do."""
     return seq.to_bytes(_KEY_BYTES, "big")
+
+
+def clordid_key(account: int, clordid: str) -> bytes:
+    """The ClOrdID index's key: the account as 8 bytes big-endian, then the ClOrdID's UTF-8 bytes."""
+    return account.to_bytes(_KEY_BYTES, "big", signed=True) + clordid.encode()
 
 
 def _key_seq(key: bytes) -> int:
@@ -92,21 +102,25 @@ class Journal:
         self._env = lmdb.open(
             str(self.path),
             map_size=map_bytes,
-            max_dbs=1,
+            max_dbs=2,
             readonly=readonly,
             sync=self.durability is Durability.FSYNC,
             metasync=self.durability is Durability.FSYNC,
             lock=True,  # a reader without locks is not safe beside a writer
         )
         try:
-            if readonly:
-                self._db = self._env.open_db(DB_NAME, create=False)
-            else:
-                self._db = self._env.open_db(DB_NAME, create=True)
+            self._db = self._env.open_db(DB_NAME, create=not readonly)
         except lmdb.Error as exc:
             self._env.close()
             raise JournalError(f"journal {str(self.path)!r} has no {DB_NAME.decode()!r} database: {exc}") from None
+        self._clordids = None
+        try:
+            self._clordids = self._env.open_db(CLORDID_DB_NAME, create=not readonly)
+        except lmdb.Error:  # a reader of a journal written before the index existed
+            pass
         self._last = self._read_last_seq()  # the writer's cache; a reader asks LMDB every time
+        if not readonly:
+            self._index_missing_clordids()
 
     # --- transactions --------------------------------------------------------------------------------
 
@@ -158,6 +172,9 @@ class Journal:
             )
             for i, e in enumerate(envelopes)
         ]
+        accounts = records["account"].tolist()
+        indexed = [(clordid_key(account, e.clordid), start + i)
+                   for i, (account, e) in enumerate(zip(accounts, envelopes)) if e.clordid]
         while True:
             try:
                 with self._begin(write=True) as txn:
@@ -166,6 +183,8 @@ class Journal:
                         # Keys only grow: APPEND writes at the end without searching the tree.
                         if not cursor.put(key, value, append=True):
                             raise JournalError(f"seq {_key_seq(key)} is already journaled")
+                    for index_key, seq in indexed:
+                        txn.put(index_key, seq_key(seq), db=self._clordids, overwrite=False)
                 break
             except lmdb.MapFullError:
                 # The aborted transaction left nothing behind: grow the map and write it again.
@@ -181,6 +200,39 @@ class Journal:
             except lmdb.Error as exc:  # no space left on the device, an I/O error: nothing was written
                 raise JournalFull(f"the journal cannot be written: {exc}") from None
         self._last = start + count - 1
+
+    # --- the ClOrdID index ----------------------------------------------------------------------------
+
+    def sequenced_as(self, keys: list[tuple[int, str]]) -> dict[tuple[int, str], int]:
+        """The seq each (account, ClOrdID) of ``keys`` was first journaled with, for those journaled."""
+        found: dict[tuple[int, str], int] = {}
+        if not keys or self._clordids is None:
+            return found
+        with self._begin() as txn:
+            for key in keys:
+                value = txn.get(clordid_key(*key), db=self._clordids)
+                if value is not None:
+                    found[key] = _key_seq(value)
+        return found
+
+    def clordid_count(self) -> int:
+        """(account, ClOrdID) pairs in the index."""
+        if self._clordids is None:
+            return 0
+        with self._begin() as txn:
+            return txn.stat(self._clordids)["entries"]
+
+    def _index_missing_clordids(self) -> None:
+        """A journal written before the index existed: index what it holds, once."""
+        if self._last == 0 or self.clordid_count() > 0:
+            return
+        for batch in self.iterate(chunk=DEFAULT_CHUNK):
+            accounts = batch.records["account"].tolist()
+            with self._begin(write=True) as txn:
+                for offset, (account, envelope) in enumerate(zip(accounts, batch.envelopes)):
+                    if envelope.clordid:
+                        txn.put(clordid_key(account, envelope.clordid), seq_key(batch.first + offset),
+                                db=self._clordids, overwrite=False)
 
     # --- reading -------------------------------------------------------------------------------------
 

@@ -7,7 +7,10 @@ again at 1 with every epoch, so a subscriber that sees a new epoch knows the eng
 for what it missed of the new one:
 
 - ``gateway_topic(g)`` = ``b"r00001."``: reports for gateway ``g``.
-  ``[topic, header, events, items]``: ``header`` msgpack ``{"n": k, "epoch": e}``; ``events`` EVENT_DTYPE records;
+  ``[topic, header, events, items]``: ``header`` msgpack ``{"n": k, "epoch": e}``; a *heartbeat*
+  (``"heartbeat": true`` in the header, no events, no items) repeats the topic's last ``n`` when the
+  engine has been quiet for a while, so that a gateway which missed the last messages (or the first
+  ones of a restarted engine) notices and asks for them; ``events`` EVENT_DTYPE records;
   ``items`` a msgpack list, one map per event record, saying whom it is for on that gateway:
   ``{"session": s, "account": a, "role": r, "clordid": c, "cum_quote": q, "resend": bool}``, where ``role``
   is ``"order"`` (an event about the order placed by that session, or a reject of its command),
@@ -62,10 +65,14 @@ class ReportMessage:
     events: np.ndarray  # EVENT_DTYPE
     items: list[dict] | None = None  # gateway topics only
     epoch: int = 0  # the publishing engine process's start-up draw; counters start at 1 with each
+    heartbeat: bool = False  # no events: ``n`` is the topic's last message so far
 
 
 def encode_report(message: ReportMessage) -> list[bytes]:
-    frames = [message.topic, msgpack.packb({"n": message.n, "epoch": message.epoch}),
+    header = {"n": message.n, "epoch": message.epoch}
+    if message.heartbeat:
+        header["heartbeat"] = True
+    frames = [message.topic, msgpack.packb(header),
               np.ascontiguousarray(message.events, dtype=EVENT_DTYPE).tobytes()]
     if message.items is not None:
         frames.append(msgpack.packb(message.items, use_bin_type=True))
@@ -81,7 +88,8 @@ def decode_report(frames: list[bytes]) -> ReportMessage:
         raise ReportError(f"malformed report message: {exc}") from None
     if items is not None and len(items) != len(events):
         raise ReportError("report items and events disagree")
-    return ReportMessage(frames[0], int(header["n"]), events, items, int(header.get("epoch", 0)))
+    return ReportMessage(frames[0], int(header["n"]), events, items, int(header.get("epoch", 0)),
+                         bool(header.get("heartbeat", False)))
 
 
 def encode_query(query: dict) -> list[bytes]:

@@ -27,6 +27,7 @@ from __future__ import annotations
 
 import gc
 import logging
+import math
 import os
 import secrets
 import signal
@@ -69,6 +70,8 @@ PENDING_MAX = 100_000  # stream messages kept while a replay runs; older ones ar
 SUB_RCVHWM = 100_000
 PUB_SNDHWM = 1_000_000
 LINGER_MS = 200
+REPORT_HEARTBEAT_S = 1.0  # a quiet engine repeats each gateway topic's last n this often
+SNAPSHOT_WATCH_S = 0.05  # while a snapshot is written, the loop looks this often whether it is done
 SNAPSHOT_REAP_POLL_S = 0.01  # how often a stopping engine looks whether its snapshot writer is done
 SNAPSHOT_STOP_WAIT_S = 5.0  # a stopping engine waits this long for a snapshot being written
 
@@ -99,6 +102,14 @@ class SnapshotWriter:
 
     def applied(self, count: int) -> None:
         self.since += count
+
+    def wake_at(self, now: float) -> float:
+        """When the loop must look again: soon while a writer runs, at the snapshot's time otherwise."""
+        if self.pid is not None:
+            return now + SNAPSHOT_WATCH_S
+        if self.since > 0:
+            return self.last_at + self.every_s
+        return math.inf
 
     def due(self, now: float) -> bool:
         return self.pid is None and self.since > 0 and (
@@ -175,6 +186,7 @@ class EngineProcess:
         self.overflowed = 0  # stream messages dropped from a full ``pending`` (each a gap, refilled)
         self._status_at = time.monotonic()
         self._status_commands = 0
+        self._heartbeat_at = math.inf
 
     # --- sockets ------------------------------------------------------------------------------------
 
@@ -281,9 +293,12 @@ class EngineProcess:
                  elapsed, applied / elapsed if elapsed > 0 else 0.0)
 
     def live(self) -> None:
+        self._publish(self.service.heartbeats())
+        self._heartbeat_at = time.monotonic() + REPORT_HEARTBEAT_S
         while not self.stopping:
-            timeout_ms = 0 if self.pending else max(0, int((self._status_at + STATUS_INTERVAL_S - time.monotonic())
-                                                            * 1000)) + 1
+            now = time.monotonic()
+            wake_at = min(self._status_at + STATUS_INTERVAL_S, self._heartbeat_at, self.snapshots.wake_at(now))
+            timeout_ms = 0 if self.pending else max(0, int((wake_at - now) * 1000)) + 1
             ready = dict(self.live_poller.poll(timeout_ms))
             if self.signals.fd in ready:
                 self.signals.drain()
@@ -297,6 +312,9 @@ class EngineProcess:
             self.snapshots.reap()
             if self.snapshots.due(now):
                 self.snapshots.start(self.service)
+            if now >= self._heartbeat_at:
+                self._publish(self.service.heartbeats())
+                self._heartbeat_at = now + REPORT_HEARTBEAT_S
             self.heap.tick(now, idle=not ready)
 
     def _receive_stream(self) -> None:
@@ -419,6 +437,8 @@ class EngineProcess:
     def _publish(self, messages: list[ReportMessage]) -> None:
         for message in messages:
             self.pub.send_multipart(encode_report(message))
+        if messages:
+            self._heartbeat_at = time.monotonic() + REPORT_HEARTBEAT_S
 
     def _answer_queries(self) -> None:
         for _ in range(QUERIES_PER_TURN):

@@ -240,7 +240,9 @@ class EngineService:
                 # An order of this batch, not yet applied, may take that ClOrdID: apply up to here first.
                 self._run(records[start:index], context, output)
                 start = index
-            records[index]["order_id"] = self._by_clordid.get(key, 0)
+            resolved = self._by_clordid.get(key, 0)
+            records[index]["order_id"] = resolved
+            context.order_ids[index] = resolved
         self._run(records[start:], context, output)
         self._last_seq = batch.last
         return self._messages(output) if report else []
@@ -288,13 +290,12 @@ class EngineService:
                 "cum_quote": cum_quote, "resend": ctx.resend,
             })
 
-        columns: dict[str, list] = {}
-
-        def column(name: str) -> list:
-            values = columns.get(name)
-            if values is None:
-                values = columns[name] = chunk[name].tolist()
-            return values
+        # The columns the tracking reads, each as a list once: indexing a list is what the loop does.
+        amounts, filleds, leaves = chunk["amount"].tolist(), chunk["filled"].tolist(), chunk["leaves"].tolist()
+        maker_oids, maker_filleds = chunk["maker_order_id"].tolist(), chunk["maker_filled"].tolist()
+        maker_leaves, prices, qtys = chunk["maker_leaves"].tolist(), chunk["price"].tolist(), chunk["qty"].tolist()
+        raw, size = chunk.tobytes(), EVENT_DTYPE.itemsize
+        open_orders, by_clordid, close = self._open, self._by_clordid, self._close
 
         for i, kind in enumerate(kinds):
             seq = seqs[i]
@@ -302,48 +303,48 @@ class EngineService:
                 ctx.end_command(self)
                 ctx.begin(seq)
                 if ctx.clordid:
-                    self._remember_outcome(ctx.account, ctx.clordid, ctx.kind, chunk[i : i + 1].tobytes())
+                    self._remember_outcome(ctx.account, ctx.clordid, ctx.kind, raw[i * size : (i + 1) * size])
             if kind == _BALANCE:
                 if ctx.kind in _FUNDS:
                     route(ctx.gateway, i, ctx.session, accounts[i], "order", ctx.clordid, 0)
                 continue
             oid = order_ids[i]
             if kind == _TRADE:
-                amount = column("amount")[i]
-                taker = self._open.get(oid)
+                amount = amounts[i]
+                taker = open_orders.get(oid)
                 if taker is None:
                     log.warning("seq %d: trade of order %d, which the service does not know", seq, oid)
                     route(ctx.gateway, i, ctx.session, accounts[i], "taker", ctx.clordid, amount)
                 else:
-                    taker.filled = column("filled")[i]
+                    taker.filled = filleds[i]
                     taker.cum_quote += amount
                     taker.ts = tss[i]
                     route(taker.gateway, i, taker.session, taker.account, "taker", taker.clordid, taker.cum_quote)
-                    if column("leaves")[i] == 0 and taker.qty > 0:
-                        self._close(taker, FILLED)
-                maker_oid = column("maker_order_id")[i]
-                maker = self._open.get(maker_oid)
+                    if leaves[i] == 0 and taker.qty > 0:
+                        close(taker, FILLED)
+                maker_oid = maker_oids[i]
+                maker = open_orders.get(maker_oid)
                 if maker is None:
                     log.warning("seq %d: trade of maker order %d, which the service does not know", seq, maker_oid)
                 else:
-                    maker.filled = column("maker_filled")[i]
+                    maker.filled = maker_filleds[i]
                     maker.cum_quote += amount
                     maker.ts = tss[i]
                     route(maker.gateway, i, maker.session, maker.account, "maker", maker.clordid, maker.cum_quote)
-                    if column("maker_leaves")[i] == 0:
-                        self._close(maker, FILLED)
+                    if maker_leaves[i] == 0:
+                        close(maker, FILLED)
             elif kind == _ACCEPTED:
-                order = _Order(oid, accounts[i], column("symbol")[i], column("side")[i], column("order_type")[i],
-                               column("tif")[i], column("price")[i], column("qty")[i], ctx.gateway, ctx.session,
-                               ctx.clordid, tss[i])
-                self._open[oid] = order
+                record = chunk[i]
+                order = _Order(oid, accounts[i], int(record["symbol"]), int(record["side"]), int(record["order_type"]),
+                               int(record["tif"]), prices[i], qtys[i], ctx.gateway, ctx.session, ctx.clordid, tss[i])
+                open_orders[oid] = order
                 if ctx.clordid:
-                    self._by_clordid[(order.account, ctx.clordid)] = oid
+                    by_clordid[(order.account, ctx.clordid)] = oid
                 if order.order_type == _MARKET or order.tif in _IMMEDIATE:
                     ctx.transient = oid  # never rests: it ends with its command
                 route(ctx.gateway, i, ctx.session, order.account, "order", ctx.clordid, 0)
             elif kind == _CANCELLED:
-                order = self._open.get(oid)
+                order = open_orders.get(oid)
                 own = ctx.kind in (_CANCEL, _CANCEL_ALL) or oid == ctx.target
                 if order is not None and not own:  # a resting order cancelled by self-trade prevention
                     route(order.gateway, i, order.session, order.account, "order", order.clordid, order.cum_quote)
@@ -351,27 +352,26 @@ class EngineService:
                     route(ctx.gateway, i, ctx.session, accounts[i], "order", ctx.clordid,
                           order.cum_quote if order is not None else 0)
                 if order is not None:
-                    order.filled = column("filled")[i]
+                    order.filled = filleds[i]
                     order.ts = tss[i]
-                    reason = column("reason")[i]
-                    self._close(order, EXPIRED if reason in _EXPIRY_REASONS else CANCELED)
+                    close(order, EXPIRED if int(chunk[i]["reason"]) in _EXPIRY_REASONS else CANCELED)
             elif kind == _REPLACED:
-                order = self._open.get(oid)
+                order = open_orders.get(oid)
                 cum_quote = 0
                 if order is not None:
-                    order.price = column("price")[i]
-                    order.qty = column("qty")[i]
-                    order.filled = column("filled")[i]
+                    order.price = prices[i]
+                    order.qty = qtys[i]
+                    order.filled = filleds[i]
                     order.ts = tss[i]
                     order.gateway, order.session = ctx.gateway, ctx.session
                     if ctx.clordid:
                         order.clordid = ctx.clordid
                         order.clordids.append(ctx.clordid)
-                        self._by_clordid[(order.account, ctx.clordid)] = oid
+                        by_clordid[(order.account, ctx.clordid)] = oid
                     cum_quote = order.cum_quote
                 route(ctx.gateway, i, ctx.session, accounts[i], "order", ctx.clordid, cum_quote)
             elif kind == _REJECTED:
-                order = self._open.get(oid) if ctx.kind in (_CANCEL, _CANCEL_REPLACE) else None
+                order = open_orders.get(oid) if ctx.kind in (_CANCEL, _CANCEL_REPLACE) else None
                 cum_quote = order.cum_quote if order is not None and order.account == accounts[i] else 0
                 route(ctx.gateway, i, ctx.session, accounts[i], "order", ctx.clordid, cum_quote)
             else:  # ACCOUNT_CREATED, MASS_CANCELLED
@@ -439,6 +439,15 @@ class EngineService:
         kept.append((message.n, events.tobytes(), items))
         return message
 
+    def heartbeats(self) -> list[ReportMessage]:
+        """A heartbeat on every gateway topic of the configuration, with the topic's last ``n``."""
+        out = []
+        for instance in self.config.gateway.instances:
+            topic = gateway_topic(instance.id)
+            out.append(ReportMessage(topic, self._counters.get(topic, 0), np.zeros(0, dtype=EVENT_DTYPE), [],
+                                     self.epoch, heartbeat=True))
+        return out
+
     def _next_n(self, topic: bytes) -> int:
         n = self._counters.get(topic, 0) + 1
         self._counters[topic] = n
@@ -472,10 +481,12 @@ class EngineService:
 
     def _remember_outcome(self, account: int, clordid: str, command_kind: int, event: bytes) -> None:
         key = (account, clordid)
-        self._outcomes.pop(key, None)
-        self._outcomes[key] = (command_kind, event)
-        while len(self._outcomes) > OUTCOME_HISTORY:
-            self._outcomes.popitem(last=False)
+        outcomes = self._outcomes
+        if key in outcomes:  # seldom: a ClOrdID used again (the newest outcome is the one kept)
+            del outcomes[key]
+        outcomes[key] = (command_kind, event)
+        while len(outcomes) > OUTCOME_HISTORY:
+            outcomes.popitem(last=False)
 
     def _known_order(self, account: int, order_id: int) -> _Order | None:
         order = self._open.get(order_id) or self._closed.get(order_id)
@@ -702,7 +713,7 @@ def _optional_int(q: dict, key: str) -> int | None:
 class _BatchContext:
     """The command whose events are being read, within one batch."""
 
-    __slots__ = ("first", "origins", "sessions", "clordids", "kinds", "accounts", "records", "report", "resend",
+    __slots__ = ("first", "origins", "sessions", "clordids", "kinds", "accounts", "order_ids", "report", "resend",
                  "adds", "seq", "gateway", "session", "clordid", "kind", "account", "target", "transient")
 
     def __init__(self, first: int, records: np.ndarray, envelopes: list[Envelope], report: bool,
@@ -711,10 +722,10 @@ class _BatchContext:
         self.report = report
         self.resend = resend
         self.adds: dict[tuple[int, str], list[int]] | None = None
-        self.records = records  # resolved order ids are read from here
         self.origins = records["origin"].tolist()
         self.kinds = records["kind"].tolist()
         self.accounts = records["account"].tolist()
+        self.order_ids = records["order_id"].tolist()  # kept in step with the resolution of OrigClOrdIDs
         self.sessions = [e.session for e in envelopes]
         self.clordids = [e.clordid for e in envelopes]
         self.seq = 0
@@ -736,7 +747,7 @@ class _BatchContext:
         if self.kind == _NEW:
             self.target = seq
         elif self.kind == _CANCEL_REPLACE:
-            self.target = int(self.records[i]["order_id"])
+            self.target = self.order_ids[i]
         else:
             self.target = 0
         self.transient = 0

@@ -623,6 +623,13 @@ class GatewayCore:
             self._epoch = message.epoch
             self._held.clear()
             self._resend_query = None
+        if message.heartbeat:
+            if self._next_n is None:  # nothing seen yet: follow the engine from its next message
+                self._next_n = n + 1
+                return []
+            if n >= self._next_n and self._resend_query is None:  # the last messages went missing
+                return [self._ask_resend()]
+            return []
         if self._next_n is None or n == self._next_n:
             if self._held or self._resend_query is not None:  # still waiting for the gap before it
                 self._held[n] = message

@@ -11,10 +11,10 @@
 3. the batch is written to the journal in one transaction. Only then does the core remember it, and
    only then may the caller publish it.
 
-Startup is recovery: the core reads the whole journal to learn the last ``seq``, the last ``ts`` and
-every (account, ClOrdID) it holds. That memory is a dict and grows with the number of distinct ClOrdIDs
-(some tens of bytes each). A compaction (sequencer/tool.py) moves commands older than the oldest kept
-engine snapshot to an archive: a ClOrdID that old is no longer recognised as a resend.
+Startup is recovery, and takes no time whatever the journal's length: the last ``seq`` and ``ts`` are
+those of the journal's last entry, and what was sequenced is looked up in the journal's ClOrdID index,
+written in the same transaction as each batch (common/journal.py), so that a resend after any crash
+still gets the original outcome.
 """
 
 from __future__ import annotations
@@ -50,21 +50,16 @@ class Sequencer:
         self.clock = clock
         self.max_batch = max_batch
         self._queue: deque[tuple[np.ndarray, Envelope, ResendKey | None]] = deque()
-        self._sequenced: dict[ResendKey, int] = {}  # every (account, ClOrdID) ever sequenced -> its seq
         self.last_seq = 0
         self.last_ts = 0
-        self._rebuild()
+        self._recover()
 
-    def _rebuild(self) -> None:
-        for batch in self.journal.iterate(chunk=self.max_batch):
-            accounts = batch.records["account"].tolist()
-            for offset, (account, envelope) in enumerate(zip(accounts, batch.envelopes)):
-                if envelope.clordid:
-                    self._sequenced.setdefault((account, envelope.clordid), batch.first + offset)
-            self.last_seq = batch.last
-            self.last_ts = max(self.last_ts, int(batch.records["ts"].max()))
-        if self.last_seq != self.journal.last_seq():
-            raise RuntimeError("the journal changed while the sequencer read it")
+    def _recover(self) -> None:
+        """Where the journal ends: its last seq and ts (what was sequenced is in its ClOrdID index)."""
+        self.last_seq = self.journal.last_seq()
+        if self.last_seq:
+            last = self.journal.read(self.last_seq, 1)
+            self.last_ts = int(last.records["ts"][0])
 
     @property
     def pending(self) -> int:
@@ -73,8 +68,8 @@ class Sequencer:
 
     @property
     def known_clordids(self) -> int:
-        """(account, ClOrdID) pairs remembered for de-duplication."""
-        return len(self._sequenced)
+        """(account, ClOrdID) pairs remembered for de-duplication (the journal's index)."""
+        return self.journal.clordid_count()
 
     def submit(self, record: np.ndarray | np.void, envelope: Envelope) -> None:
         """Queue one command (one COMMAND_DTYPE record; its seq and ts are ignored)."""
@@ -95,9 +90,11 @@ class Sequencer:
         envelopes: list[Envelope] = []
         new_keys: dict[ResendKey, int] = {}
         duplicates: list[tuple[int, np.ndarray, Envelope]] = []  # (original seq, record, envelope)
-        for record, envelope, key in islice(self._queue, taken):
+        queued = list(islice(self._queue, taken))
+        sequenced = self.journal.sequenced_as([key for _, _, key in queued if key is not None])
+        for record, envelope, key in queued:
             if key is not None:
-                original = self._sequenced.get(key)
+                original = sequenced.get(key)
                 if original is None:
                     original = new_keys.get(key)
                 if original is not None:
@@ -119,7 +116,6 @@ class Sequencer:
             batch = SequencedBatch(first, records, envelopes)
             self.last_seq = batch.last
             self.last_ts = ts
-            self._sequenced.update(new_keys)
         for _ in range(taken):
             self._queue.popleft()
         return batch, [Duplicate(self.last_seq, original, record, envelope) for original, record, envelope in duplicates]
@@ -130,8 +126,9 @@ class Sequencer:
         which still get their original outcome)."""
         refused: list[tuple[np.ndarray, Envelope]] = []
         duplicates: list[Duplicate] = []
+        sequenced = self.journal.sequenced_as([key for _, _, key in self._queue if key is not None])
         for record, envelope, key in self._queue:
-            original = self._sequenced.get(key) if key is not None else None
+            original = sequenced.get(key) if key is not None else None
             if original is not None:
                 duplicates.append(Duplicate(self.last_seq, original, record, envelope))
             else:

@@ -244,7 +244,11 @@ class Rig:
         self.wait(lambda: self.query(q="head")["head"] >= seq, f"the engine to apply seq {seq}")
 
     def on(self, topic: bytes) -> list[ReportMessage]:
-        return [m for m in self.received if m.topic == topic]
+        """The report messages received on ``topic`` (heartbeats aside)."""
+        return [m for m in self.received if m.topic == topic and not m.heartbeat]
+
+    def heartbeats(self, topic: bytes) -> list[ReportMessage]:
+        return [m for m in self.received if m.topic == topic and m.heartbeat]
 
     def sync_reports(self) -> int:
         """Make sure the reports SUB is connected: resend a known outcome until the answer arrives (a PUB
@@ -431,4 +435,17 @@ def test_engine_snapshots_as_it_runs_and_a_killed_engine_starts_from_the_newest_
     assert r.query(q="order", account=BOB, order_id=after)["order"]["status"] == "filled"
     balances_after = r.query(q="balances", account=ALICE)["balances"]
     assert balances_after[BTC]["available"] > balances_before[BTC]["available"]
+    assert r.stop() == 0
+
+
+def test_a_quiet_engine_repeats_each_gateway_topics_last_n_in_heartbeats(rig):
+    journal = funded_journal()
+    r = rig(journal)
+    r.start()
+    r.wait_until_ready()
+    gateway_n = r.sync_reports()
+    r.wait(lambda: [m for m in r.heartbeats(gateway_topic(GW1)) if m.n == gateway_n], "a heartbeat on gateway 1")
+    r.wait(lambda: r.heartbeats(gateway_topic(GW2)), "a heartbeat on gateway 2")
+    beat = r.heartbeats(gateway_topic(GW1))[-1]
+    assert len(beat.events) == 0 and beat.items == [] and beat.epoch == r.on(gateway_topic(GW1))[-1].epoch != 0
     assert r.stop() == 0

@@ -299,3 +299,29 @@ def test_a_restarted_engine_sends_fills_again_marked_poss_resend_and_the_client_
     finally:
         buyer.close()
         seller.close()
+
+
+def test_a_sequencer_restarted_while_the_engine_is_behind_loses_nothing(exchange, admin):
+    _, buyer = new_trader(exchange, admin, {"USDT": "100000"})
+    _, seller = new_trader(exchange, admin, {"BTC": "1"}, gateway=2)
+    try:
+        bid = buyer.buy("BTC-USDT", "0.01", "61000")
+        reports_of(buyer, bid, 1)
+        assert "stopped" in exchange.ctl("stop", "engine")
+        ask = seller.sell("BTC-USDT", "0.01", "61000")  # journaled, not applied: the engine is behind
+        before = exchange.program_pid("sequencer")
+        os.kill(before, signal.SIGKILL)
+        poll(lambda: _new_pid(exchange, "sequencer", before), timeout=60, what="a restarted sequencer")
+        assert "started" in exchange.ctl("start", "engine")
+
+        new, fill = reports_of(seller, ask, 2)
+        assert new[Field.EXEC_TYPE] == "0" and fill[Field.EXEC_TYPE] == "F"
+        buyer_fill = buyer.wait_for(lambda m: m.clordid == bid and m.get(Field.EXEC_TYPE) == "F", timeout=TIMEOUT)
+        assert buyer_fill[Field.LAST_QTY] == "0.01"
+        assert buyer.balances()["BTC"].available == "0.01"
+        assert seller.balances()["BTC"].available == "0.99"
+    finally:
+        buyer.close()
+        seller.close()
+        if "RUNNING" not in exchange.ctl("status", "engine"):
+            exchange.ctl("start", "engine")

@@ -892,6 +892,28 @@ def test_a_restarted_engine_whose_first_reports_were_missed_is_asked_for_them_fr
     assert [m["OrderID"] for m in delivered] == ["1", "2", "3"]
 
 
+def heartbeat(gw: Gateway, n: int, epoch: int = 1) -> list:
+    return gw.core.on_report(ReportMessage(gateway_topic(gw.instance.id), n, np.zeros(0, EVENT_DTYPE), [], epoch,
+                                           heartbeat=True))
+
+
+def test_a_heartbeat_naming_a_message_not_seen_asks_for_it(gw):
+    account = gw.connect_trader()
+    assert heartbeat(gw, 4) == []  # a fresh gateway follows from the next message
+    assert len(gw.report(accepted_pair(gw, account, 5), n=5)) == 1
+    assert heartbeat(gw, 5) == []  # all seen
+    [resend] = heartbeat(gw, 6)  # n=6 was published and lost
+    assert resend.query["from"] == 6
+
+
+def test_a_heartbeat_of_a_restarted_engine_asks_for_its_reports_from_one(gw):
+    account = gw.connect_trader()
+    gw.report(accepted_pair(gw, account, 1), n=3, epoch=1)
+    assert heartbeat(gw, 0, epoch=2) == []  # restarted, nothing published yet
+    [resend] = heartbeat(gw, 2, epoch=2)  # its first two reports never reached this gateway
+    assert resend.query["from"] == 1
+
+
 def test_reports_on_another_topic_are_ignored(gw):
     account = gw.connect_trader()
     pair = accepted_pair(gw, account, 1)

@@ -261,3 +261,54 @@ class TestCompaction:
         assert journal.first_seq() == 50 and journal.last_seq() == 50
         journal.append(*commands(51, 1))
         assert journal.read(50, 5).records["seq"].tolist() == [50, 51]
+
+
+class TestFullDisk:
+    """A real full filesystem: a 1 MiB tmpfs mounted for the test (root only)."""
+
+    @pytest.fixture
+    def tiny_disk(self, tmp_path):
+        mount_point = tmp_path / "disk"
+        mount_point.mkdir()
+        mounted = subprocess.run(["mount", "-t", "tmpfs", "-o", "size=1m", "tmpfs", str(mount_point)],
+                                 capture_output=True, text=True)
+        if mounted.returncode != 0:
+            pytest.skip(f"cannot mount a tmpfs here: {mounted.stderr.strip()}")
+        try:
+            yield mount_point
+        finally:
+            subprocess.run(["umount", "-l", str(mount_point)], check=False)
+
+    def test_a_full_disk_refuses_a_batch_and_keeps_what_was_journaled(self, tiny_disk):
+        path = tiny_disk / "journal"
+        seq = 1
+        with Journal(path, map_bytes=8 * MAP_BYTES, durability=Durability.PROCESS) as journal:
+            with pytest.raises(JournalFull, match="cannot be written"):
+                for _ in range(1000):
+                    journal.append(*commands(seq, 100))
+                    seq += 100
+            assert journal.last_seq() == seq - 1
+        with Journal(path, map_bytes=8 * MAP_BYTES, durability=Durability.PROCESS, readonly=True) as journal:
+            kept = journal.read(1, 1_000_000)
+            assert kept.records["seq"].tolist() == list(range(1, seq))
+
+
+class TestClOrdIDIndex:
+    def test_each_account_and_clordid_maps_to_the_seq_it_was_first_journaled_with(self, journal):
+        records, envelopes = commands(1, 3)
+        envelopes[2] = Envelope(5, "c-1")  # the same ClOrdID again (a journal may hold that: not a resend)
+        journal.append(records, envelopes)
+        found = journal.sequenced_as([(7, "c-1"), (7, "c-2"), (8, "c-1"), (7, "nope")])
+        assert found == {(7, "c-1"): 1, (7, "c-2"): 2}
+        assert journal.clordid_count() == 2
+
+    def test_a_journal_written_before_the_index_gets_one_when_opened_for_writing(self, tmp_path):
+        path = tmp_path / "journal"
+        with Journal(path, map_bytes=MAP_BYTES, durability=Durability.PROCESS) as journal:
+            journal.append(*commands(1, 40))
+            with journal._begin(write=True) as txn:
+                txn.drop(journal._clordids, delete=False)  # as an older version left it: no entries
+            assert journal.clordid_count() == 0
+        with Journal(path, map_bytes=MAP_BYTES, durability=Durability.PROCESS) as journal:
+            assert journal.clordid_count() == 40
+            assert journal.sequenced_as([(7, "c-33")]) == {(7, "c-33"): 33}

@@ -515,10 +515,37 @@ def test_a_full_journal_refuses_new_commands_keeps_the_old_ones_and_goes_on_runn
     assert "refusing new commands" in sequencer.log()
     head = sequencer.replay(*encode_replay_request(1, 1)).head
     assert head > 0 and head + 1 <= sent
-    first_refused = int(refused.records["client_order_id"][0])
-    assert first_refused > head  # refused commands have no seq; everything journaled is kept
     assert sequencer.stop() == 0
     with Journal(sequencer.config.paths.journal_dir, map_bytes=MAP_BYTES, durability=Durability.PROCESS,
                  readonly=True) as journal:
         kept = journal.read(1, head)
         assert kept.records["seq"].tolist() == list(range(1, head + 1))
+    # A refused batch is refused whole (a smaller one after it may still fit): none of it was journaled.
+    assert not set(refused.records["client_order_id"].tolist()) & set(kept.records["client_order_id"].tolist())
+
+
+def test_a_sequencer_killed_mid_write_leaves_whole_batches_and_a_restart_continues(sequencer_process, tmp_path):
+    first = sequencer_process(max_batch=512)
+    for n in range(1, 20_001):
+        first.submit(order(3, n), Envelope(5, f"k{n}"))
+        if n == 10_000:
+            first.next_message(SequencedBatch)  # writing is under way
+    first.proc.kill()  # SIGKILL while batches are being written
+    first.proc.wait(TIMEOUT_S)
+    first.proc = None
+    first.close_sockets()
+
+    with Journal(first.config.paths.journal_dir, map_bytes=MAP_BYTES, durability=Durability.PROCESS,
+                 readonly=True) as journal:
+        head = journal.last_seq()
+        kept = journal.read(1, head)
+    assert 0 < head <= 20_000
+    assert kept.records["seq"].tolist() == list(range(1, head + 1))  # no gap, no torn entry
+    assert [e.clordid for e in kept.envelopes] == [f"k{n}" for n in kept.records["client_order_id"].tolist()]
+
+    second = sequencer_process(max_batch=512)
+    second.submit(order(3, 1), Envelope(6, "k1"))  # a resend of what was journaled before the kill
+    duplicate = second.next_message(Duplicate)
+    assert duplicate.original == int(kept.records["seq"][kept.records["client_order_id"] == 1][0])
+    second.submit(order(3, 20_001), Envelope(6, "k20001"))
+    assert second.next_message(SequencedBatch).first == head + 1
