@@ -11,7 +11,7 @@ what the engine needs to report back and the sequencer needs to de-duplicate:
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from typing import NamedTuple
 
 import msgpack
 import numpy as np
@@ -19,8 +19,9 @@ import numpy as np
 from common.records import COMMAND_DTYPE
 
 
-@dataclass(frozen=True, slots=True)
-class Envelope:
+class Envelope(NamedTuple):
+    """Immutable; a named tuple because millions are built when a journal is replayed."""
+
     session: int
     clordid: str
     orig: str = ""
@@ -30,7 +31,7 @@ class Envelope:
 
     @classmethod
     def unpack(cls, fields: dict) -> "Envelope":
-        return cls(session=int(fields["session"]), clordid=str(fields["clordid"]), orig=str(fields.get("orig", "")))
+        return cls(int(fields["session"]), str(fields["clordid"]), str(fields.get("orig", "")))
 
 
 class IntakeError(ValueError):
