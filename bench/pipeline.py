@@ -37,7 +37,6 @@ import argparse
 import json
 import math
 import multiprocessing
-import os
 import shutil
 import signal
 import subprocess

@@ -40,7 +40,6 @@ from common.intake import Envelope
 from common.journal import Journal
 from common.reports import encode_report
 from common.snapshot_store import SnapshotStore
-from common.stream import SequencedBatch
 from engine.service import EngineService
 from engine.snapshot import encode
 
@@ -85,8 +84,8 @@ def replay_in_process(config: ExchangeConfig, journal_path: Path, snapshot_at: i
         head = journal.last_seq()
         first = 1
         while first <= head:
-            count = min(REPLAY_CHUNK, head - first + 1, max(1, snapshot_at - first + 1) if first <= snapshot_at
-                        else REPLAY_CHUNK)
+            stop = snapshot_at if first <= snapshot_at else head  # chunks end at the snapshot's seq
+            count = min(REPLAY_CHUNK, stop - first + 1)
             started = time.perf_counter()
             batch = journal.read(first, count)
             for message in service.apply(batch, resend=True):
@@ -114,9 +113,7 @@ class Processes:
 
     def start(self, module: str) -> subprocess.Popen:
         log = open(self.home / f"{module}.log", "ab")
-        process = subprocess.Popen([sys.executable, "-m", module, "--config", str(self.config_path)]
-                                   if module == "sequencer.main" else [sys.executable, "-m", module],
-                                   cwd=ROOT, stdout=log, stderr=subprocess.STDOUT,
+        process = subprocess.Popen([sys.executable, "-m", module], cwd=ROOT, stdout=log, stderr=subprocess.STDOUT,
                                    env={**os.environ, "EXCHANGE_CONFIG": str(self.config_path)})
         log.close()
         self.running.append(process)
