@@ -26,13 +26,12 @@ from __future__ import annotations
 
 import argparse
 import logging
-import os
-import signal
 import sys
 
 import zmq
 
 from common.heap import HeapKeeper
+from common.signals import StopSignals
 from common.config import ConfigError, ExchangeConfig, load_config
 from common.reports import gateway_topic
 
@@ -90,12 +89,7 @@ class Relay:
             self.fix.bind(gateway.fix)
 
         # Signals wake the poller through a pipe, so a stop never waits for a poll timeout.
-        self._wake_read, self._wake_write = os.pipe()
-        os.set_blocking(self._wake_read, False)
-        os.set_blocking(self._wake_write, False)
-        signal.set_wakeup_fd(self._wake_write)
-        signal.signal(signal.SIGTERM, self._on_signal)
-        signal.signal(signal.SIGINT, self._on_signal)
+        self.signals = StopSignals(self._on_signal)
 
     def _socket(self, kind: int, **options: int) -> zmq.Socket:
         sock = self.context.socket(kind)
@@ -105,7 +99,7 @@ class Relay:
         self.sockets.append(sock)
         return sock
 
-    def _on_signal(self, signum: int, frame: object) -> None:
+    def _on_signal(self) -> None:
         self.stopping = True
         if self.role == "echo":
             raise Stop()  # interrupts zmq.proxy, which otherwise never returns
@@ -128,7 +122,7 @@ class Relay:
 
     def _loop(self) -> None:
         poller = zmq.Poller()
-        poller.register(self._wake_read, zmq.POLLIN)
+        poller.register(self.signals.fd, zmq.POLLIN)
         if self.role == "gateway":
             routes = [(self.fix, self._gateway_in), (self.reports, self._gateway_out)]
         elif self.role == "sequencer":
@@ -139,18 +133,11 @@ class Relay:
             poller.register(sock, zmq.POLLIN)
         while not self.stopping:
             ready = dict(poller.poll())
-            if self._wake_read in ready:
-                self._drain_wakeups()
+            if self.signals.fd in ready:
+                self.signals.drain()
             for sock, move in routes:
                 if sock in ready:
                     move()
-
-    def _drain_wakeups(self) -> None:
-        try:
-            while os.read(self._wake_read, 4096):
-                pass
-        except BlockingIOError:
-            pass
 
     def _forwarder(self, source: zmq.Socket, sink: zmq.Socket):
         def move() -> None:
@@ -190,12 +177,10 @@ class Relay:
         self.forwarded += count
 
     def _close(self) -> None:
-        signal.set_wakeup_fd(-1)
         for sock in self.sockets:
             sock.close()
         self.context.term()
-        os.close(self._wake_read)
-        os.close(self._wake_write)
+        self.signals.close()
 
 
 def main(argv: list[str] | None = None) -> int:
