@@ -74,6 +74,13 @@ def clordid_key(account: int, clordid: str) -> bytes:
     return account.to_bytes(_KEY_BYTES, "big", signed=True) + clordid.encode()
 
 
+def _clordid_entries(first: int, records: np.ndarray, envelopes: list[Envelope]) -> list[tuple[bytes, int]]:
+    """(index key, seq) of the commands from seq ``first`` that carry a ClOrdID."""
+    accounts = records["account"].tolist()
+    return [(clordid_key(account, envelope.clordid), first + offset)
+            for offset, (account, envelope) in enumerate(zip(accounts, envelopes)) if envelope.clordid]
+
+
 def _key_seq(key: bytes) -> int:
     return int.from_bytes(key, "big")
 
@@ -172,9 +179,7 @@ class Journal:
             )
             for i, e in enumerate(envelopes)
         ]
-        accounts = records["account"].tolist()
-        indexed = [(clordid_key(account, e.clordid), start + i)
-                   for i, (account, e) in enumerate(zip(accounts, envelopes)) if e.clordid]
+        indexed = _clordid_entries(start, records, envelopes)
         while True:
             try:
                 with self._begin(write=True) as txn:
@@ -183,8 +188,7 @@ class Journal:
                         # Keys only grow: APPEND writes at the end without searching the tree.
                         if not cursor.put(key, value, append=True):
                             raise JournalError(f"seq {_key_seq(key)} is already journaled")
-                    for index_key, seq in indexed:
-                        txn.put(index_key, seq_key(seq), db=self._clordids, overwrite=False)
+                    self._index(txn, indexed)
                 break
             except lmdb.MapFullError:
                 # The aborted transaction left nothing behind: grow the map and write it again.
@@ -227,12 +231,13 @@ class Journal:
         if self._last == 0 or self.clordid_count() > 0:
             return
         for batch in self.iterate(chunk=DEFAULT_CHUNK):
-            accounts = batch.records["account"].tolist()
             with self._begin(write=True) as txn:
-                for offset, (account, envelope) in enumerate(zip(accounts, batch.envelopes)):
-                    if envelope.clordid:
-                        txn.put(clordid_key(account, envelope.clordid), seq_key(batch.first + offset),
-                                db=self._clordids, overwrite=False)
+                self._index(txn, _clordid_entries(batch.first, batch.records, batch.envelopes))
+
+    def _index(self, txn: lmdb.Transaction, entries: list[tuple[bytes, int]]) -> None:
+        """Index (key, seq) pairs; a key indexed before keeps its first seq."""
+        for key, seq in entries:
+            txn.put(key, seq_key(seq), db=self._clordids, overwrite=False)
 
     # --- reading -------------------------------------------------------------------------------------
 

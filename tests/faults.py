@@ -103,9 +103,7 @@ class FaultRun:
             for currency, amount in FUNDS.items():
                 self.admin.admin_deposit(created.account, currency, str(amount), request_id=f"dep-{uuid.uuid4().hex}")
                 self.deposits[currency] += amount
-            # Traders on the last gateway: the admin's (the first) may die too, but the checks need it.
-            gateway = gateways if gateways > 1 else 1
-            client = Client(exchange.fix_endpoint(gateway if index % 2 else 1), created.key_id, created.secret,
+            client = Client(exchange.fix_endpoint(1 + index % gateways), created.key_id, created.secret,
                             timeout=CLIENT_TIMEOUT_S)
             client.logon()
             self.traders.append(Trader(created.account, client))
@@ -174,22 +172,14 @@ class FaultRun:
 
     # --- faults ---------------------------------------------------------------------------------------
 
-    def inject(self) -> str:
+    def inject(self) -> tuple[str, int]:
+        """Kill a random program; (its name, the pid killed)."""
         program = self.random.choice(PROGRAMS[: 2 + len(self.exchange.document["gateway"]["instances"])])
         pid = self.exchange.program_pid(program)
         os.kill(pid, signal.SIGKILL)
         self.faults.append((time.monotonic(), program))
         self.log(f"fault {len(self.faults)}: killed {program} (pid {pid})")
-        return program
-
-    def running_again(self, program: str, old_pid: int | None = None) -> bool:
-        status = self.exchange.ctl("status", program)
-        if "RUNNING" not in status:
-            return False
-        try:
-            return self.exchange.program_pid(program) != old_pid
-        except ValueError:
-            return False
+        return program, pid
 
     def run(self, faults: int, *, min_gap_s: float = 1.0, max_gap_s: float = 4.0) -> None:
         period = 1.0 / ORDERS_PER_S
@@ -204,9 +194,9 @@ class FaultRun:
                     self.pump(trader)
                     self.resend_stale(trader)
                 time.sleep(0.002)
-            program = self.inject()
+            program, killed = self.inject()
             killed_at = time.monotonic()
-            while not self.running_again(program, None) and time.monotonic() - killed_at < RESTART_TIMEOUT_S:
+            while not self.exchange.restarted(program, killed) and time.monotonic() - killed_at < RESTART_TIMEOUT_S:
                 for trader in self.traders:
                     self.pump(trader)
                 time.sleep(0.2)

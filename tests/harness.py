@@ -190,3 +190,11 @@ class Exchange:
     def program_pid(self, name: str) -> int:
         output = self.ctl("pid", name).strip().splitlines()
         return int(output[-1])
+
+    def restarted(self, program: str, before: int) -> bool:
+        """Whether supervisord runs ``program`` again, in another process than ``before``."""
+        try:
+            pid = self.program_pid(program)
+        except ValueError:
+            return False
+        return pid != before and pid > 0 and "RUNNING" in self.ctl("status", program)

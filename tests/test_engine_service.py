@@ -287,7 +287,8 @@ def reported(messages: list[ReportMessage]) -> list[tuple]:
                   for m in messages if m.items for e, i in zip(m.events, m.items))
 
 
-def test_orig_clordid_resolution_does_not_depend_on_where_batches_end():
+def script_whole_and_singly() -> tuple[Desk, list[ReportMessage], Desk, list[ReportMessage]]:
+    """``script`` applied as one batch by one desk and a command at a time by another, with the messages."""
     whole, one_by_one = Desk(), Desk()
     script(whole)
     script(one_by_one)
@@ -295,6 +296,11 @@ def test_orig_clordid_resolution_does_not_depend_on_where_batches_end():
     singly = []
     while one_by_one.service.last_seq < one_by_one.tape.last_seq:
         singly += one_by_one.service.apply(one_by_one.batch(1))
+    return whole, all_at_once, one_by_one, singly
+
+
+def test_orig_clordid_resolution_does_not_depend_on_where_batches_end():
+    whole, all_at_once, one_by_one, singly = script_whole_and_singly()
 
     assert reported(all_at_once) == reported(singly)
     assert whole.service.engine.state_hash() == one_by_one.service.engine.state_hash()
@@ -314,13 +320,7 @@ def per_topic(messages: list[ReportMessage]) -> dict[bytes, list[bytes]]:
 
 
 def test_every_topic_carries_the_same_events_in_the_same_order_however_commands_are_batched():
-    whole, one_by_one = Desk(), Desk()
-    script(whole)
-    script(one_by_one)
-    all_at_once = whole.send()
-    singly = []
-    while one_by_one.service.last_seq < one_by_one.tape.last_seq:
-        singly += one_by_one.service.apply(one_by_one.batch(1))
+    _, all_at_once, _, singly = script_whole_and_singly()
 
     assert per_topic(all_at_once) == per_topic(singly)
     assert any(topic.startswith(b"m") for topic in per_topic(singly))

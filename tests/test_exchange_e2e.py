@@ -225,20 +225,12 @@ def _status_or_none(client: Client, clordid: str):
 def test_a_killed_gateway_is_restarted_by_supervisord_and_takes_logons_again(exchange, admin):
     before = exchange.program_pid("gateway:gateway-1")
     os.kill(before, signal.SIGKILL)
-    poll(lambda: _new_pid(exchange, "gateway:gateway-1", before), timeout=60, what="a restarted gateway")
+    poll(lambda: exchange.restarted("gateway:gateway-1", before), timeout=60, what="a restarted gateway")
     _, trader = new_trader(exchange, admin, {"USDT": "100"}, gateway=2)
     try:
         assert trader.balances()["USDT"].available == "100"
     finally:
         trader.close()
-
-
-def _new_pid(exchange, program: str, before: int) -> bool:
-    try:
-        pid = exchange.program_pid(program)
-    except ValueError:
-        return False
-    return pid != before and pid > 0 and "RUNNING" in exchange.ctl("status", program)
 
 
 def test_an_order_in_flight_when_its_gateway_dies_is_sent_again_on_reconnect_and_placed_once(exchange, admin):
@@ -248,7 +240,7 @@ def test_an_order_in_flight_when_its_gateway_dies_is_sent_again_on_reconnect_and
         before = exchange.program_pid("gateway:gateway-1")
         os.kill(before, signal.SIGKILL)  # whether the order got through is unknown to the client
         assert clordid in trader.session.unacknowledged
-        poll(lambda: _new_pid(exchange, "gateway:gateway-1", before), timeout=60, what="a restarted gateway")
+        poll(lambda: exchange.restarted("gateway:gateway-1", before), timeout=60, what="a restarted gateway")
 
         resent = poll(lambda: _reconnected(trader), timeout=TIMEOUT, what="a reconnect")
         assert resent == [clordid]
@@ -287,7 +279,7 @@ def test_a_restarted_engine_sends_fills_again_marked_poss_resend_and_the_client_
 
         before = exchange.program_pid("engine")
         os.kill(before, signal.SIGKILL)
-        poll(lambda: _new_pid(exchange, "engine", before), timeout=60, what="a restarted engine")
+        poll(lambda: exchange.restarted("engine", before), timeout=60, what="a restarted engine")
         # The restarted engine replays the journal and publishes it again: the fill comes back marked
         # PossResend, and the client, which delivered it already, does not deliver it a second time.
         poll(lambda: buyer.next_message(timeout=0.2) is None and buyer.duplicates > 0, timeout=60,
@@ -311,7 +303,7 @@ def test_a_sequencer_restarted_while_the_engine_is_behind_loses_nothing(exchange
         ask = seller.sell("BTC-USDT", "0.01", "61000")  # journaled, not applied: the engine is behind
         before = exchange.program_pid("sequencer")
         os.kill(before, signal.SIGKILL)
-        poll(lambda: _new_pid(exchange, "sequencer", before), timeout=60, what="a restarted sequencer")
+        poll(lambda: exchange.restarted("sequencer", before), timeout=60, what="a restarted sequencer")
         assert "started" in exchange.ctl("start", "engine")
 
         new, fill = reports_of(seller, ask, 2)
