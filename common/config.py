@@ -103,6 +103,7 @@ class EngineConfig:
     reports: str  # PUB endpoint the engine binds: reports per gateway, market data, account events
     queries: str  # ROUTER endpoint the engine binds: order status, open orders, balances, resends
     recent_reports: int  # report messages kept per gateway topic, to answer a resend after a gap
+    recent_market_messages: int  # market messages kept per symbol, for quotation to catch up after a gap
     snapshot_every_commands: int  # a snapshot after this many commands applied since the last one
     snapshot_every_s: int  # ... or after this many seconds, if any command was applied meanwhile
     snapshots_kept: int  # the newest this many snapshots are kept; older ones are dropped
@@ -264,6 +265,7 @@ def parse_config(document: Mapping[str, Any], *, source: str = "<memory>") -> Ex
         reports=engine_section.endpoint("reports"),
         queries=engine_section.endpoint("queries"),
         recent_reports=engine_section.integer("recent_reports", minimum=16, maximum=1 << 24),
+        recent_market_messages=engine_section.integer("recent_market_messages", minimum=16, maximum=1 << 24),
         snapshot_every_commands=engine_section.integer("snapshot_every_commands", minimum=1, maximum=1 << 40),
         snapshot_every_s=engine_section.integer("snapshot_every_s", minimum=1, maximum=86_400 * 7),
         snapshots_kept=engine_section.integer("snapshots_kept", minimum=2, maximum=1000),

@@ -161,8 +161,20 @@ EVENT_DTYPE = np.dtype(
     ]
 )
 
+# Book level record: 24 bytes. The total quantity resting at one price of one side of a symbol's book
+# after a batch, published with the batch's trades for quotation (common/reports.py); 0 = no level.
+BOOK_LEVEL_DTYPE = np.dtype(
+    [
+        ("price", "<i8"),  # ticks
+        ("qty", "<i8"),  # lots resting at that price on that side
+        ("side", "u1"),  # Side
+        ("reserved", "u1", (7,)),
+    ]
+)
+
 assert COMMAND_DTYPE.itemsize == 80
 assert EVENT_DTYPE.itemsize == 160
+assert BOOK_LEVEL_DTYPE.itemsize == 24
 
 
 def empty_commands(count: int) -> np.ndarray:

@@ -86,6 +86,9 @@ class Engine:
     def depth(self, symbol: int, levels: int) -> tuple[list, list]:
         return inspection.depth(self.arrays, symbol, levels)
 
+    def level_quantities(self, symbol: int, prices: np.ndarray, sides: np.ndarray) -> np.ndarray:
+        return inspection.level_quantities(self.arrays, symbol, prices, sides)
+
     def state_hash(self) -> str:
         supply, accounts, orders = inspection.canonical_state(self.arrays)
         return state_digest(supply, accounts, orders)

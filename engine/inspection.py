@@ -80,6 +80,19 @@ def depth(arrays: EngineArrays, symbol: int, levels: int) -> tuple[list, list]:
     return sides[0], sides[1]
 
 
+def level_quantities(arrays: EngineArrays, symbol: int, prices: np.ndarray, sides: np.ndarray) -> np.ndarray:
+    """Lots resting at each (price, side) of ``symbol``'s book now: 0 where the level is empty or holds
+    the other side's orders (a level holds one side at a time: the book is never crossed)."""
+    row = arrays.symbols[symbol]
+    offsets = row["level_offset"] + prices - row["min_price"]
+    levels = arrays.levels[offsets]
+    qty = levels["qty"].copy()
+    occupied = levels["count"] > 0
+    head_sides = arrays.orders["side"][np.where(occupied, levels["head"], 0)]
+    qty[~occupied | (head_sides != sides)] = 0
+    return qty
+
+
 @kernel
 def _book_rows(orders, levels, bits, sym, params, out):
     """Every open order as a state-hash row, in book order (symbol; bids best first; asks best first)."""

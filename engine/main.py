@@ -4,7 +4,8 @@ Sockets, every endpoint from the configuration:
 
     SUB     connects sequencer.stream   sequenced batches, heartbeats, duplicate notices (common/stream.py)
     DEALER  connects sequencer.replay   journal ranges on request
-    PUB     binds engine.reports        report messages (common/reports.py)
+    XPUB    binds engine.reports        report messages (common/reports.py); the subscriptions it
+                                        receives say which account topics anyone listens to
     ROUTER  binds engine.queries        order status, open orders, balances, resends, head
 
 1. Start-up is recovery: compile the kernels, connect the SUB first (what arrives meanwhile is kept),
@@ -43,7 +44,14 @@ from common.heap import HeapKeeper
 from common.signals import StopSignals
 from common.config import ExchangeConfig, load_config
 from common.records import COMMAND_DTYPE
-from common.reports import ReportError, ReportMessage, decode_query, encode_report
+from common.reports import (
+    ReportError,
+    ReportMessage,
+    account_of_topic,
+    covers_every_account,
+    decode_query,
+    encode_report,
+)
 from common.snapshot_store import SnapshotStore
 from common.stream import (
     Duplicate,
@@ -63,6 +71,7 @@ log = logging.getLogger("engine")
 REPLAY_TIMEOUT_S = 10.0  # a replay request unanswered this long: the sequencer is gone, exit
 REPLAY_CHUNK = 65_536  # commands asked for per replay request
 STATUS_INTERVAL_S = 10.0  # one log line this often
+SUBSCRIPTIONS_PER_TURN = 1024  # subscription messages read from the XPUB per loop turn at most
 QUERIES_PER_TURN = 64  # queries answered between two rounds of stream messages at most
 STREAM_PER_TURN = 256  # stream messages taken between two rounds of queries at most
 MERGED_BATCH_MAX = 8192  # commands of consecutive stream batches applied as one at most
@@ -187,6 +196,8 @@ class EngineProcess:
         self._status_at = time.monotonic()
         self._status_commands = 0
         self._heartbeat_at = math.inf
+        self._listened_accounts: set[int] = set()  # exact account topics subscribed to
+        self._every_account = 0  # subscriptions that cover every account topic
 
     # --- sockets ------------------------------------------------------------------------------------
 
@@ -198,7 +209,7 @@ class EngineProcess:
         self.sub.connect(cfg.sequencer.stream)
         self.replay_socket = self.context.socket(zmq.DEALER)
         self.replay_socket.connect(cfg.sequencer.replay)
-        self.pub = self.context.socket(zmq.PUB)
+        self.pub = self.context.socket(zmq.XPUB)
         self.pub.setsockopt(zmq.SNDHWM, PUB_SNDHWM)
         self.pub.bind(cfg.engine.reports)
         self.router = self.context.socket(zmq.ROUTER)
@@ -208,6 +219,7 @@ class EngineProcess:
 
         self.live_poller = zmq.Poller()
         self.live_poller.register(self.sub, zmq.POLLIN)
+        self.live_poller.register(self.pub, zmq.POLLIN)
         self.live_poller.register(self.router, zmq.POLLIN)
         self.live_poller.register(self.signals.fd, zmq.POLLIN)
         self.replay_poller = zmq.Poller()
@@ -237,6 +249,7 @@ class EngineProcess:
         self.service.warm_up()
         log.info("kernels ready in %.1f s", time.monotonic() - started)
         self.open()
+        self.service.account_listeners = self._listened_accounts  # nobody, until subscriptions arrive
         try:
             self.catch_up()
             if not self.stopping:
@@ -271,6 +284,7 @@ class EngineProcess:
         while True:
             if self.stopping:
                 return
+            self._follow_subscriptions()
             first = self.service.last_seq + 1
             batch = self.replay(first, REPLAY_CHUNK)
             if batch.head is None:
@@ -302,6 +316,8 @@ class EngineProcess:
             ready = dict(self.live_poller.poll(timeout_ms))
             if self.signals.fd in ready:
                 self.signals.drain()
+            if self.pub in ready:
+                self._follow_subscriptions()
             if self.sub in ready:
                 self._receive_stream()
             self._handle_pending()
@@ -316,6 +332,30 @@ class EngineProcess:
                 self._publish(self.service.heartbeats())
                 self._heartbeat_at = now + REPORT_HEARTBEAT_S
             self.heap.tick(now, idle=not ready)
+
+    def _follow_subscriptions(self) -> None:
+        """Read the subscription messages of the XPUB: ``\\x01`` + prefix on the first subscription to a
+        prefix, ``\\x00`` + prefix when its last subscriber leaves (or disconnects). Only the account
+        topics listened to get messages built (EngineService.account_listeners)."""
+        for _ in range(SUBSCRIPTIONS_PER_TURN):
+            try:
+                frame = self.pub.recv(zmq.NOBLOCK)
+            except zmq.Again:
+                break
+            if not frame or frame[0] not in (0, 1):
+                continue
+            subscribed, prefix = frame[0] == 1, frame[1:]
+            if covers_every_account(prefix):
+                self._every_account += 1 if subscribed else -1
+                continue
+            account = account_of_topic(prefix)
+            if account is None:
+                continue
+            if subscribed:
+                self._listened_accounts.add(account)
+            else:
+                self._listened_accounts.discard(account)
+        self.service.account_listeners = None if self._every_account > 0 else self._listened_accounts
 
     def _receive_stream(self) -> None:
         for _ in range(STREAM_PER_TURN):

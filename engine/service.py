@@ -22,7 +22,14 @@ What the engine core does not know and this class keeps (docs/architecture.md):
   current ClOrdID and its filled quote amount (``cum_quote``, for AvgPx); a bounded history of ended
   orders for status queries;
 - the first event of every command's outcome by (account, ClOrdID), to answer a resend (PossResend);
-- a counter per topic and the last ``engine.recent_reports`` messages per gateway topic, for resends.
+- a counter per topic and the last ``engine.recent_reports`` messages per gateway topic, for resends;
+- per symbol and per account, the seq of the topic's last message (``prev`` in the next one, see
+  common/reports.py; part of the state), and the last ``engine.recent_market_messages`` market messages
+  per symbol, for quotation to catch up after a gap or a restart.
+
+Market messages carry the batch's trades of a symbol and the book levels the batch changed, read from
+the engine's ladder after the batch: every (price, side) where a limit order that can rest was accepted,
+cancelled or replaced (the old price as well as the new), and the maker's level of every trade.
 
 Routing of events to gateways (``items``, see common/reports.py): an event caused by a command goes to
 the command's gateway and session with role ``"order"`` and the command's ClOrdID; a TRADE goes to the
@@ -43,6 +50,7 @@ import numpy as np
 from common.config import ExchangeConfig
 from common.intake import Envelope
 from common.records import (
+    BOOK_LEVEL_DTYPE,
     COMMAND_DTYPE,
     EVENT_DTYPE,
     CancelReason,
@@ -93,6 +101,7 @@ _MARKET = int(OrderType.MARKET)
 _LIMIT = int(OrderType.LIMIT)
 _IMMEDIATE = frozenset({int(TimeInForce.IOC), int(TimeInForce.FOK)})
 _BOOK_EVENTS = frozenset({_ACCEPTED, _CANCELLED, _REPLACED})
+_OPPOSITE_SIDE = {1: 2, 2: 1}  # Side.BUY <-> Side.SELL: a trade's maker is on the other side of its taker
 # What a reject of a command the journal could not take repeats of the command (as the engine's rejects do).
 _REFUSED_ECHO = ("account", "symbol", "side", "order_type", "tif", "price", "qty", "order_id", "client_order_id",
                  "amount", "asset")
@@ -147,15 +156,21 @@ class _Output:
     """The report messages of one ``apply`` being gathered: the batch's events (copies of the engine's
     chunks), and per gateway the positions of its events in them with one item each."""
 
-    __slots__ = ("chunks", "count", "gateway_positions", "gateway_items", "market_positions", "account_positions")
+    __slots__ = ("chunks", "count", "gateway_positions", "gateway_items", "market_positions", "account_positions",
+                 "touched", "market_seq", "account_seq", "own_clordid", "maker_clordid")
 
     def __init__(self) -> None:
         self.chunks: list[np.ndarray] = []
         self.count = 0  # events in ``chunks``
         self.gateway_positions: dict[int, list[int]] = {}
         self.gateway_items: dict[int, list[dict]] = {}
-        self.market_positions: dict[int, list[int]] = {}  # symbol -> its trades and book changes
+        self.market_positions: dict[int, list[int]] = {}  # symbol -> its trades
         self.account_positions: dict[int, list[int]] = {}  # account -> its events, and trades as the maker
+        self.touched: dict[int, set[tuple[int, int]]] = {}  # symbol -> (price, side) of levels changed
+        self.market_seq: dict[int, int] = {}  # symbol -> the last seq that traded or changed its book
+        self.account_seq: dict[int, int] = {}  # account -> the last seq of an event of the account
+        self.own_clordid: dict[int, str] = {}  # position -> ClOrdID of the event's order (a trade's taker)
+        self.maker_clordid: dict[int, str] = {}  # position -> ClOrdID of a trade's maker order
 
     def events(self) -> np.ndarray:
         if len(self.chunks) == 1:
@@ -182,6 +197,12 @@ class EngineService:
         self._outcomes: OrderedDict[tuple[int, str], tuple[int, bytes]] = OrderedDict()
         self._counters: dict[bytes, int] = {}
         self._recent: dict[int, deque] = {}  # gateway -> deque of (n, events bytes, items)
+        self._market_last: dict[int, int] = {}  # symbol -> seq of its last market message (state)
+        self._account_last: dict[int, int] = {}  # account -> seq of its last account message (state)
+        self._market_recent: dict[int, deque] = {}  # symbol -> deque of (seq, prev, trades bytes, levels bytes)
+        # Accounts whose topic someone subscribes to (engine/main.py follows the subscriptions): only
+        # theirs are built into messages. None: every account's.
+        self.account_listeners: set[int] | None = None
         # The process's draw (engine/main.py): every report message carries it, and the topic counters
         # start at 1 with each (common/reports.py). Not part of the state.
         self.epoch = 0
@@ -245,7 +266,10 @@ class EngineService:
             context.order_ids[index] = resolved
         self._run(records[start:], context, output)
         self._last_seq = batch.last
-        return self._messages(output) if report else []
+        messages = self._messages(output) if report else []
+        self._market_last.update(output.market_seq)
+        self._account_last.update(output.account_seq)
+        return messages
 
     @staticmethod
     def _stops(records: np.ndarray, envelopes: list[Envelope]) -> list[tuple[int, bool]]:
@@ -277,13 +301,19 @@ class EngineService:
         gateway_positions = output.gateway_positions
         gateway_items = output.gateway_items
         offset = output.count  # positions are counted over the whole batch
-        if ctx.report:
-            self._route_downstream(chunk, kinds, accounts, offset, output)
+        self._route_downstream(chunk, kinds, seqs, order_ids, accounts, offset, output)
+        own_clordid, maker_clordid = output.own_clordid, output.maker_clordid
+        listeners = self.account_listeners
 
         def route(gateway: int, position: int, session: int, account: int, role: str, clordid: str,
                   cum_quote: int) -> None:
             if not ctx.report:
                 return
+            if listeners is None or account in listeners:  # for the account topic's items
+                if role == "maker":
+                    maker_clordid[offset + position] = clordid
+                else:
+                    own_clordid[offset + position] = clordid
             gateway_positions.setdefault(gateway, []).append(offset + position)
             gateway_items.setdefault(gateway, []).append({
                 "session": session, "account": account, "role": role, "clordid": clordid,
@@ -398,37 +428,94 @@ class EngineService:
         for gateway in sorted(output.gateway_positions):
             messages.append(self._gateway_message(gateway, pick(output.gateway_positions[gateway]),
                                                   output.gateway_items[gateway]))
-        for symbol in sorted(output.market_positions):
-            topic = market_topic(symbol)
-            messages.append(ReportMessage(topic, self._next_n(topic), pick(output.market_positions[symbol]),
-                                          epoch=self.epoch))
-        for account in sorted(output.account_positions):
+        for symbol in sorted(output.market_seq):
+            messages.append(self._market_message(symbol, pick(output.market_positions.get(symbol, [])),
+                                                 output.touched.get(symbol, ()), output.market_seq[symbol]))
+        listened = sorted(output.account_positions if self.account_listeners is None
+                          else self.account_listeners.intersection(output.account_positions))
+        if listened:
+            event_accounts = events["account"].tolist()
+            event_makers = events["maker_account"].tolist()
+            own, maker = output.own_clordid, output.maker_clordid
+        for account in listened:
             topic = account_topic(account)
-            messages.append(ReportMessage(topic, self._next_n(topic), pick(output.account_positions[account]),
-                                          epoch=self.epoch))
+            positions = output.account_positions[account]
+            items = [[own.get(p, "") if event_accounts[p] == account else "",
+                      maker.get(p, "") if event_makers[p] == account else ""] for p in positions]
+            messages.append(ReportMessage(topic, self._next_n(topic), pick(positions), items, self.epoch,
+                                          seq=output.account_seq[account],
+                                          prev=self._account_last.get(account, 0)))
         return messages
 
-    def _route_downstream(self, chunk: np.ndarray, kinds: list[int], accounts: list[int], offset: int,
-                          output: _Output) -> None:
-        """Positions of the chunk's events on the market topics (every trade, and every order event that
-        changes a book: a limit order accepted, cancelled or replaced) and on the account topics (every
-        event of the account, and the trades where it is the maker), in event order."""
+    def _route_downstream(self, chunk: np.ndarray, kinds: list[int], seqs: list[int], order_ids: list[int],
+                          accounts: list[int], offset: int, output: _Output) -> None:
+        """The chunk's part of the market and account topics: positions of the trades per symbol, the book
+        levels changed per symbol, positions of every event of an account (and of the trades where it is
+        the maker), in event order, and the last seq of each topic."""
         symbols = chunk["symbol"].tolist()
         order_types = chunk["order_type"].tolist()
+        tifs = chunk["tif"].tolist()
+        sides = chunk["side"].tolist()
+        prices = chunk["price"].tolist()
         makers = chunk["maker_account"].tolist()
-        markets, owners = output.market_positions, output.account_positions
+        trades, touched, owners = output.market_positions, output.touched, output.account_positions
+        market_seq, account_seq = output.market_seq, output.account_seq
         max_accounts = self._max_accounts
+        latest_price: dict[int, int] = {}  # order id -> its limit as of the chunk's events read so far
         for i, kind in enumerate(kinds):
             position = offset + i
-            if kind == _TRADE or (kind in _BOOK_EVENTS and order_types[i] == _LIMIT):
-                markets.setdefault(symbols[i], []).append(position)
+            seq = seqs[i]
+            if kind == _TRADE:
+                symbol = symbols[i]
+                trades.setdefault(symbol, []).append(position)
+                levels = touched.get(symbol)
+                if levels is None:
+                    levels = touched[symbol] = set()
+                levels.add((prices[i], _OPPOSITE_SIDE[sides[i]]))  # the maker's level
+                market_seq[symbol] = seq
+            elif kind in _BOOK_EVENTS and order_types[i] == _LIMIT and tifs[i] not in _IMMEDIATE:
+                symbol = symbols[i]
+                levels = touched.get(symbol)
+                if levels is None:
+                    levels = touched[symbol] = set()
+                levels.add((prices[i], sides[i]))
+                if kind == _REPLACED:  # the order left its old level too
+                    oid = order_ids[i]
+                    before = latest_price.get(oid)
+                    if before is None:
+                        order = self._open.get(oid)
+                        before = order.price if order is not None else prices[i]
+                    levels.add((before, sides[i]))
+                latest_price[order_ids[i]] = prices[i]
+                market_seq[symbol] = seq
             account = accounts[i]
             if 0 <= account < max_accounts:
                 owners.setdefault(account, []).append(position)
+                account_seq[account] = seq
             if kind == _TRADE:
                 maker = makers[i]
                 if maker != account and 0 <= maker < max_accounts:
                     owners.setdefault(maker, []).append(position)
+                    account_seq[maker] = seq
+
+    def _market_message(self, symbol: int, trades: np.ndarray, touched: set[tuple[int, int]],
+                        seq: int) -> ReportMessage:
+        """The symbol's market message of a batch (its trades, its changed levels as they are now), kept
+        for catch-up queries."""
+        levels = np.zeros(len(touched), dtype=BOOK_LEVEL_DTYPE)
+        if touched:
+            ordered = sorted(touched, key=lambda level: (level[1], level[0]))  # side, then price
+            levels["price"] = [price for price, _ in ordered]
+            levels["side"] = [side for _, side in ordered]
+            levels["qty"] = self.engine.level_quantities(symbol, levels["price"], levels["side"])
+        prev = self._market_last.get(symbol, 0)
+        kept = self._market_recent.get(symbol)
+        if kept is None:
+            kept = self._market_recent[symbol] = deque(maxlen=self.config.engine.recent_market_messages)
+        kept.append((seq, prev, trades.tobytes(), levels.tobytes()))
+        topic = market_topic(symbol)
+        return ReportMessage(topic, self._next_n(topic), trades, epoch=self.epoch, seq=seq, prev=prev,
+                             levels=levels)
 
     def _gateway_message(self, gateway: int, events: np.ndarray, items: list[dict]) -> ReportMessage:
         topic = gateway_topic(gateway)
@@ -508,6 +595,8 @@ class EngineService:
             "by_clordid": [[account, clordid, order_id] for (account, clordid), order_id in self._by_clordid.items()],
             "outcomes": [[account, clordid, kind, event]
                          for (account, clordid), (kind, event) in self._outcomes.items()],  # oldest first
+            "market_last": sorted(self._market_last.items()),
+            "account_last": sorted(self._account_last.items()),
         }
 
     def import_state(self, state: dict[str, Any]) -> None:
@@ -519,6 +608,8 @@ class EngineService:
         self._by_clordid = {(account, clordid): order_id for account, clordid, order_id in state["by_clordid"]}
         self._outcomes = OrderedDict(((account, clordid), (kind, bytes(event)))
                                      for account, clordid, kind, event in state["outcomes"])
+        self._market_last = {int(symbol): int(seq) for symbol, seq in state.get("market_last", ())}
+        self._account_last = {int(account): int(seq) for account, seq in state.get("account_last", ())}
 
     # --- resends of commands already sequenced ------------------------------------------------------
 
@@ -575,6 +666,7 @@ class EngineService:
                 raise _BadQuery(f"unknown query kind {kind!r}")
             reply.update(handler(self, q))
             reply["ok"] = True
+            reply["seq"] = self._last_seq
         except _BadQuery as exc:
             reply.update(ok=False, error=str(exc))
         return reply
@@ -673,6 +765,41 @@ class EngineService:
         """The last applied seq and the state hash there (a check against a replay of the journal)."""
         return {"head": self._last_seq, "state_hash": self.engine.state_hash()}
 
+    def _query_market(self, q: dict) -> dict:
+        """The kept market messages of a symbol after seq ``after`` (quotation catching up)."""
+        symbol = self._symbol(q)
+        after = _required_int(q, "after")
+        limit = _optional_int(q, "max")
+        limit = RESEND_REPLY_MAX if limit is None else min(max(limit, 1), RESEND_REPLY_MAX)
+        last = self._market_last.get(symbol, 0)
+        messages: list[list] = []
+        complete = True
+        for seq, prev, trades, levels in self._market_recent.get(symbol, ()):  # oldest first
+            if seq <= after:
+                continue
+            if not messages and prev > after:
+                complete = False  # what came between ``after`` and this message is no longer kept
+            if len(messages) == limit:
+                break
+            messages.append([seq, prev, trades, levels])
+        if not messages and last > after:
+            complete = False
+        more = bool(messages) and messages[-1][0] < last
+        return {"messages": messages, "complete": complete, "last": last, "more": more}
+
+    def _query_depth(self, q: dict) -> dict:
+        """Every level of a symbol's book now, best first (quotation resynchronising)."""
+        symbol = self._symbol(q)
+        bids, asks = self.engine.depth(symbol, self.config.symbols[symbol].levels)
+        return {"bids": [[price, qty] for price, qty, _ in bids], "asks": [[price, qty] for price, qty, _ in asks],
+                "market_last": self._market_last.get(symbol, 0)}
+
+    def _symbol(self, q: dict) -> int:
+        symbol = _required_int(q, "symbol")
+        if not 0 <= symbol < self._n_symbols:
+            raise _BadQuery(f"unknown symbol {symbol}")
+        return symbol
+
     def _account(self, q: dict) -> int:
         account = _required_int(q, "account")
         if not 0 <= account < self._max_accounts:
@@ -687,6 +814,8 @@ _QUERY_HANDLERS = {
     "resend": EngineService._query_resend,
     "head": EngineService._query_head,
     "state": EngineService._query_state,
+    "market": EngineService._query_market,
+    "depth": EngineService._query_depth,
 }
 
 

@@ -42,6 +42,7 @@ event_buffer = 1024
 reports = "ipc:///tmp/other-reports"
 queries = "ipc:///tmp/other-queries"
 recent_reports = 1000
+recent_market_messages = 1000
 snapshot_every_commands = 5000
 snapshot_every_s = 10
 snapshots_kept = 2

@@ -111,7 +111,7 @@ class Journal:
 class Rig:
     """The fake sequencer, a reports subscriber and a query client around one engine process."""
 
-    def __init__(self, home: Path, journal: Journal):
+    def __init__(self, home: Path, journal: Journal, subscriptions: tuple[bytes, ...] = (b"",)):
         self.home = home
         self.journal = journal
         self.document = engine_document(home)
@@ -122,7 +122,8 @@ class Rig:
         self.stream = self._socket(zmq.XPUB, bind=self.document["sequencer"]["stream"])
         self.replay = self._socket(zmq.ROUTER, bind=self.document["sequencer"]["replay"])
         self.reports = self._socket(zmq.SUB, connect=self.document["engine"]["reports"])
-        self.reports.setsockopt(zmq.SUBSCRIBE, b"")
+        for prefix in subscriptions:
+            self.reports.setsockopt(zmq.SUBSCRIBE, prefix)
         self.queries = self._socket(zmq.DEALER, connect=self.document["engine"]["queries"])
         self.poller = zmq.Poller()
         for sock in (self.stream, self.replay, self.reports, self.queries):
@@ -234,7 +235,7 @@ class Rig:
     def wait_until_ready(self) -> None:
         """Caught up: the engine answers queries once it has replayed the journal."""
         reply = self.query(timeout=FIRST_READY_TIMEOUT_S, q="head")
-        assert reply == {"id": reply["id"], "ok": True, "head": self.journal.head}
+        assert reply == {"id": reply["id"], "ok": True, "head": self.journal.head, "seq": self.journal.head}
         self.wait(lambda: self.engine_subscribed, "the engine's subscription to the stream")
 
     def publish(self, first: int, last: int) -> None:
@@ -287,8 +288,8 @@ def funded_journal() -> Journal:
 def rig(tmp_path):
     rigs: list[Rig] = []
 
-    def make(journal: Journal) -> Rig:
-        made = Rig(tmp_path, journal)
+    def make(journal: Journal, **kwargs: Any) -> Rig:
+        made = Rig(tmp_path, journal, **kwargs)
         rigs.append(made)
         return made
 
@@ -307,7 +308,7 @@ def test_engine_replays_the_journal_at_start_and_then_answers_queries(rig):
     assert r.replay_requests[0][0] == 1
     order = r.query(q="order", account=BOB, clordid="bob-sell")["order"]
     assert (order["order_id"], order["status"], order["leaves"]) == (5, "new", 5)
-    assert r.query(q="order", account=ALICE, order_id=5) == {"id": 3, "ok": True, "found": False}
+    assert r.query(q="order", account=ALICE, order_id=5) == {"id": 3, "ok": True, "found": False, "seq": 5}
     balances = r.query(q="balances", account=ALICE)["balances"]
     assert balances[USDT] == {"asset": USDT, "available": 10**9, "frozen": 0}
     assert r.query(q="no such thing")["ok"] is False
@@ -340,8 +341,12 @@ def test_engine_publishes_a_live_trade_to_both_gateways_the_market_and_both_acco
                                                       "clordid": "bob-sell", "cum_quote": None, "resend": False}
     assert int(to_bob.events[0]["maker_order_id"]) == sell
     market = r.on(market_topic(BTC_USDT))
-    assert [int(k) for k in market[-1].events["kind"]] == [EventKind.ACCEPTED, EventKind.TRADE]
+    assert [int(k) for k in market[-1].events["kind"]] == [EventKind.TRADE]
+    assert [(int(v["side"]), int(v["price"]), int(v["qty"])) for v in market[-1].levels] == [
+        (Side.BUY, 150, 0), (Side.SELL, 150, 3)]  # the buy's own level (it filled at once), the maker's
+    assert (market[-1].seq, market[-1].prev) == (buy, sell)  # prev chains to the sell's message
     assert EventKind.TRADE in r.on(account_topic(BOB))[-1].events["kind"]
+    assert r.on(account_topic(BOB))[-1].items[0] == ["", "bob-sell"]
     assert r.stop() == 0
 
 
@@ -448,4 +453,30 @@ def test_a_quiet_engine_repeats_each_gateway_topics_last_n_in_heartbeats(rig):
     r.wait(lambda: r.heartbeats(gateway_topic(GW2)), "a heartbeat on gateway 2")
     beat = r.heartbeats(gateway_topic(GW1))[-1]
     assert len(beat.events) == 0 and beat.items == [] and beat.epoch == r.on(gateway_topic(GW1))[-1].epoch != 0
+    assert r.stop() == 0
+
+
+def test_account_messages_are_built_only_for_the_accounts_someone_subscribes_to(rig):
+    journal = funded_journal()
+    r = rig(journal, subscriptions=(b"r", account_topic(ALICE)))
+    r.start()
+    r.wait_until_ready()
+    sell = journal.limit(BOB, Side.SELL, 150, 5, gateway=GW2, session=BOB_SESSION, clordid="bob-sell")
+    buy = journal.limit(ALICE, Side.BUY, 150, 1, gateway=GW1, session=ALICE_SESSION, clordid="alice-buy")
+    r.publish(sell, buy)
+    alice = r.wait(lambda: r.on(account_topic(ALICE)), "ALICE's account events")[-1]
+    assert alice.seq == buy and alice.items[:2] == [["alice-buy", ""], ["alice-buy", ""]]
+
+    # BOB had events all along; once someone listens, his topic's first message is n = 1, and its prev
+    # still names the last seq that concerned him.
+    r.reports.setsockopt(zmq.SUBSCRIBE, account_topic(BOB))
+    for attempt in range(100):  # until the engine has seen the subscription
+        order = journal.limit(BOB, Side.SELL, 160 + attempt, 1, gateway=GW2, session=BOB_SESSION,
+                              clordid=f"bob-{attempt}")
+        r.publish(order, order)
+        r.wait(lambda: any(order in m.events["seq"] for m in r.on(gateway_topic(GW2))), "BOB's order report")
+        if r.on(account_topic(BOB)):
+            break
+    bob = r.on(account_topic(BOB))[0]
+    assert bob.n == 1 and bob.prev >= buy
     assert r.stop() == 0

@@ -89,8 +89,10 @@ class Desk:
         return Duplicate(self.tape.last_seq, seq, record, Envelope(via[1], self.envelopes[seq - 1].clordid))
 
     def query(self, **q) -> dict:
+        """A query's reply, without the ``seq`` every reply carries (checked here: the last applied)."""
         reply = self.service.query(q)
         assert reply["ok"], reply
+        assert reply.pop("seq") == self.service.last_seq
         return reply
 
 
@@ -196,14 +198,89 @@ def test_a_resting_order_cancelled_by_self_trade_prevention_is_reported_to_its_o
     assert rows(on(messages, gateway_topic(GW2))) == [("ACCEPTED", ALICE_S2, "order", "B1")]
 
 
-def test_the_market_topic_carries_trades_and_limit_order_events_but_not_balances(desk):
+def levels(message: ReportMessage) -> list[tuple[str, int, int]]:
+    """(side, price, qty) of a market message's book levels."""
+    return [("buy" if int(level["side"]) == 1 else "sell", int(level["price"]), int(level["qty"]))
+            for level in message.levels]
+
+
+def test_the_market_topic_carries_the_trades_and_the_levels_they_changed(desk):
     desk.add("sell", BOB, BTC_USDT, 150, 5, clordid="B1")
+    desk.add("sell", BOB, BTC_USDT, 151, 1, clordid="B2")
     desk.add("market_buy", ALICE, BTC_USDT, qty=2, clordid="A1")
     messages = desk.send()
 
-    # BOB's resting order and the trade; not the market order's ACCEPTED, which changes no book
-    assert kinds(on(messages, market_topic(BTC_USDT))) == ["ACCEPTED", "TRADE"]
+    market = on(messages, market_topic(BTC_USDT))
+    assert kinds(market) == ["TRADE"]  # no order events, no balances
+    assert levels(market) == [("sell", 150, 3), ("sell", 151, 1)]  # read after the batch
+    assert market.seq == desk.tape.last_seq and market.prev == 0
     assert on(messages, market_topic(ETH_USDT)) is None
+
+
+def test_book_levels_follow_replaces_cancels_and_orders_that_never_rest(desk):
+    order = desk.add("buy", ALICE, BTC_USDT, 140, 2, clordid="A1")
+    desk.add("buy", BOB, BTC_USDT, 140, 3, clordid="B1")
+    first = on(desk.send(), market_topic(BTC_USDT))
+    assert levels(first) == [("buy", 140, 5)]
+
+    desk.add("replace", ALICE, order, 141, 2, clordid="A2")
+    second = on(desk.send(), market_topic(BTC_USDT))
+    assert levels(second) == [("buy", 140, 3), ("buy", 141, 2)]  # the old level and the new
+    assert second.prev == first.seq
+
+    desk.add("sell", BOB, BTC_USDT, 160, 1, tif=TimeInForce.IOC, clordid="B2")  # never rests: no level
+    assert on(desk.send(), market_topic(BTC_USDT)) is None
+
+    desk.add("cancel", ALICE, order, clordid="A3")
+    third = on(desk.send(), market_topic(BTC_USDT))
+    assert levels(third) == [("buy", 141, 0)]
+    assert third.prev == second.seq
+
+
+def test_a_level_that_changed_side_in_one_batch_is_reported_for_both_sides(desk):
+    order = desk.add("sell", BOB, BTC_USDT, 150, 1, clordid="B1")
+    desk.add("cancel", BOB, order, clordid="B2")
+    desk.add("buy", ALICE, BTC_USDT, 150, 2, clordid="A1")
+    assert levels(on(desk.send(), market_topic(BTC_USDT))) == [("buy", 150, 2), ("sell", 150, 0)]
+
+
+def test_market_catch_up_returns_the_kept_messages_and_says_when_some_are_gone():
+    desk = Desk()
+    desk.service.config = dataclasses.replace(
+        desk.service.config, engine=dataclasses.replace(desk.service.config.engine, recent_market_messages=16))
+    seqs = []
+    for price in range(100, 120):
+        desk.add("buy", ALICE, BTC_USDT, price, 1)
+        seqs.append(on(desk.send(), market_topic(BTC_USDT)).seq)
+
+    reply = desk.query(q="market", symbol=BTC_USDT, after=seqs[-3])
+    assert [m[0] for m in reply["messages"]] == seqs[-2:] and reply["complete"] and not reply["more"]
+    assert desk.query(q="market", symbol=BTC_USDT, after=seqs[-1]) == {
+        "id": None, "ok": True, "messages": [], "complete": True, "last": seqs[-1], "more": False}
+    assert not desk.query(q="market", symbol=BTC_USDT, after=seqs[0])["complete"]  # 16 of 20 kept
+    paged = desk.query(q="market", symbol=BTC_USDT, after=seqs[-6], max=2)
+    assert [m[0] for m in paged["messages"]] == seqs[-5:-3] and paged["more"]
+    assert desk.service.query({"q": "market", "symbol": 99, "after": 0})["ok"] is False
+
+
+def test_the_depth_query_gives_the_whole_book_best_first(desk):
+    desk.add("buy", ALICE, BTC_USDT, 140, 2)
+    desk.add("buy", ALICE, BTC_USDT, 141, 1)
+    desk.add("sell", BOB, BTC_USDT, 150, 3)
+    desk.send()
+    reply = desk.query(q="depth", symbol=BTC_USDT)
+    assert reply["bids"] == [[141, 1], [140, 2]] and reply["asks"] == [[150, 3]]
+    assert reply["market_last"] == desk.tape.last_seq
+
+
+def test_topic_positions_survive_a_snapshot_of_the_service_state(desk):
+    desk.add("buy", ALICE, BTC_USDT, 140, 2)
+    market = on(desk.send(), market_topic(BTC_USDT))
+    restored = EngineService(desk.config)
+    restored.engine.arrays = desk.service.engine.arrays
+    restored.import_state(desk.service.export_state())
+    assert restored.export_state()["market_last"] == [(BTC_USDT, market.seq)]
+    assert dict(restored.export_state()["account_last"])[ALICE] == market.seq
 
 
 def test_an_account_topic_carries_every_event_of_the_account_on_either_side_of_a_trade(desk):
@@ -215,6 +292,10 @@ def test_an_account_topic_carries_every_event_of_the_account_on_either_side_of_a
     assert kinds(on(messages, account_topic(ALICE))) == ["ACCEPTED", "TRADE", "BALANCE", "BALANCE"]
     assert kinds(on(messages, account_topic(0))) == ["BALANCE"]  # the fees
     assert on(messages, account_topic(CAROL)) is None
+    # each event names the account's own order: ALICE's buy took, BOB's sell made
+    assert on(messages, account_topic(ALICE)).items[:2] == [["A1", ""], ["A1", ""]]
+    assert on(messages, account_topic(BOB)).items[:2] == [["B1", ""], ["", "B1"]]
+    assert on(messages, account_topic(BOB)).items[2:] == [["", ""], ["", ""]]  # balances
 
 
 # --- OrigClOrdID ------------------------------------------------------------------------------------
@@ -284,7 +365,7 @@ def script(desk: Desk) -> None:
 
 def reported(messages: list[ReportMessage]) -> list[tuple]:
     return sorted((int(e["seq"]), e.tobytes(), tuple(sorted(i.items())))
-                  for m in messages if m.items for e, i in zip(m.events, m.items))
+                  for m in messages if m.topic.startswith(b"r") for e, i in zip(m.events, m.items))
 
 
 def script_whole_and_singly() -> tuple[Desk, list[ReportMessage], Desk, list[ReportMessage]]:
@@ -304,7 +385,7 @@ def test_orig_clordid_resolution_does_not_depend_on_where_batches_end():
 
     assert reported(all_at_once) == reported(singly)
     assert whole.service.engine.state_hash() == one_by_one.service.engine.state_hash()
-    events = sorted((e for m in all_at_once if m.items for e in m.events), key=lambda e: int(e["seq"]))
+    events = sorted((e for m in all_at_once if m.topic.startswith(b"r") for e in m.events), key=lambda e: int(e["seq"]))
     cancels = [int(e["order_id"]) for e in events if int(e["kind"]) == EventKind.CANCELLED]
     assert cancels == [10, 13, 19]  # the first "X", BOB's "Y" (replaced twice), ALICE's own "Y"
     rejects = [(int(e["seq"]), int(e["order_id"])) for e in events if int(e["kind"]) == EventKind.REJECTED]
