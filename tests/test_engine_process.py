@@ -461,22 +461,27 @@ def test_account_messages_are_built_only_for_the_accounts_someone_subscribes_to(
     r = rig(journal, subscriptions=(b"r", account_topic(ALICE)))
     r.start()
     r.wait_until_ready()
-    sell = journal.limit(BOB, Side.SELL, 150, 5, gateway=GW2, session=BOB_SESSION, clordid="bob-sell")
-    buy = journal.limit(ALICE, Side.BUY, 150, 1, gateway=GW1, session=ALICE_SESSION, clordid="alice-buy")
-    r.publish(sell, buy)
-    alice = r.wait(lambda: r.on(account_topic(ALICE)), "ALICE's account events")[-1]
-    assert alice.seq == buy and alice.items[:2] == [["alice-buy", ""], ["alice-buy", ""]]
+    sell = journal.limit(BOB, Side.SELL, 150, 50, gateway=GW2, session=BOB_SESSION, clordid="bob-sell")
+    r.publish(sell, sell)
+
+    def until_heard(account: int, session: int, gateway: int, side: Side, price: int) -> ReportMessage:
+        """Orders of ``account`` until one shows on its account topic (a subscription takes effect
+        asynchronously); that first account message."""
+        for attempt in range(100):
+            order = journal.limit(account, side, price, 1, gateway=gateway, session=session, clordid=f"o-{attempt}")
+            r.publish(order, order)
+            r.wait(lambda: any(order in m.events["seq"] for m in r.on(gateway_topic(gateway))), "the order's report")
+            if r.on(account_topic(account)):
+                return r.on(account_topic(account))[0]
+        pytest.fail(f"account {account}'s topic stayed silent")
+
+    alice = until_heard(ALICE, ALICE_SESSION, GW1, Side.BUY, 150)  # each buy trades with BOB's sell
+    assert alice.n == 1 and alice.items[:2] == [["o-%d" % (alice.seq - sell - 1), ""]] * 2
+    assert not r.on(account_topic(BOB))
 
     # BOB had events all along; once someone listens, his topic's first message is n = 1, and its prev
-    # still names the last seq that concerned him.
+    # names the last seq that concerned him all the same.
     r.reports.setsockopt(zmq.SUBSCRIBE, account_topic(BOB))
-    for attempt in range(100):  # until the engine has seen the subscription
-        order = journal.limit(BOB, Side.SELL, 160 + attempt, 1, gateway=GW2, session=BOB_SESSION,
-                              clordid=f"bob-{attempt}")
-        r.publish(order, order)
-        r.wait(lambda: any(order in m.events["seq"] for m in r.on(gateway_topic(GW2))), "BOB's order report")
-        if r.on(account_topic(BOB)):
-            break
-    bob = r.on(account_topic(BOB))[0]
-    assert bob.n == 1 and bob.prev >= buy
+    bob = until_heard(BOB, BOB_SESSION, GW2, Side.SELL, 170)
+    assert bob.n == 1 and bob.prev >= alice.seq
     assert r.stop() == 0
