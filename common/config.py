@@ -35,6 +35,7 @@ BPS_DENOMINATOR = 10_000
 
 _ASSET_NAME = re.compile(r"[A-Z0-9]{1,16}")
 _SYMBOL_NAME = re.compile(r"[A-Z0-9][A-Z0-9_-]{0,31}")
+_HOST = re.compile(r"[A-Za-z0-9.:\[\]-]{1,253}")
 _PROCESS_NAME = re.compile(r"[a-z0-9][a-z0-9-]{0,31}")
 _ENDPOINT = re.compile(r"tcp://[^\s:]+:\d{1,5}|ipc://\S+|inproc://\S+")
 
@@ -151,6 +152,27 @@ class GatewayConfig:
 
 
 @dataclass(frozen=True, slots=True)
+class QuotationConfig:
+    market: str  # PUB endpoint quotation binds: trades, depth, K-lines and tickers for the pusher
+    queries: str  # ROUTER endpoint quotation binds: bars, recent trades, depth snapshots, tickers
+    recent_trades: int  # trades kept per symbol for history queries and for subscribers catching up
+    second_bars_kept_s: int  # 1s bars older than this are dropped (the longer intervals are all kept)
+    store_map_bytes: int  # initial LMDB map size of the quotation store (it grows when full)
+
+
+@dataclass(frozen=True, slots=True)
+class PusherConfig:
+    host: str  # the WebSocket server's listening address
+    port: int
+    max_connections: int  # connections beyond this are refused at the handshake
+    max_subscriptions: int  # channels one connection may subscribe to
+    send_queue: int  # messages waiting for one slow connection before it is disconnected
+    ping_interval_s: int  # a ping this often; a connection that does not answer in ping_timeout_s is closed
+    ping_timeout_s: int
+    auth_window_ms: int  # how far an auth request's timestamp may be from the pusher's clock
+
+
+@dataclass(frozen=True, slots=True)
 class PathsConfig:
     data_dir: Path  # journal, credentials (relative paths are relative to the working directory)
     log_dir: Path
@@ -167,6 +189,10 @@ class PathsConfig:
     def snapshot_dir(self) -> Path:
         return self.data_dir / "snapshots"
 
+    @property
+    def quotation_dir(self) -> Path:
+        return self.data_dir / "quotation"
+
 
 @dataclass(frozen=True, slots=True)
 class ExchangeConfig:
@@ -177,6 +203,8 @@ class ExchangeConfig:
     engine: EngineConfig
     sequencer: SequencerConfig
     gateway: GatewayConfig
+    quotation: QuotationConfig
+    pusher: PusherConfig
     paths: PathsConfig
     source: str = "<memory>"
 
@@ -231,6 +259,8 @@ def parse_config(document: Mapping[str, Any], *, source: str = "<memory>") -> Ex
     engine_section = reader.section("engine")
     sequencer_section = reader.section("sequencer")
     gateway_section = reader.section("gateway")
+    quotation_section = reader.section("quotation")
+    pusher_section = reader.section("pusher")
     paths_section = reader.section("paths")
     asset_tables = reader.table_list("assets")
     symbol_tables = reader.table_list("symbols")
@@ -314,6 +344,27 @@ def parse_config(document: Mapping[str, Any], *, source: str = "<memory>") -> Ex
     )
     gateway_section.finish()
 
+    quotation = QuotationConfig(
+        market=quotation_section.endpoint("market"),
+        queries=quotation_section.endpoint("queries"),
+        recent_trades=quotation_section.integer("recent_trades", minimum=100, maximum=1 << 24),
+        second_bars_kept_s=quotation_section.integer("second_bars_kept_s", minimum=60, maximum=86_400 * 366),
+        store_map_bytes=quotation_section.integer("store_map_bytes", minimum=1 << 20, maximum=1 << 44),
+    )
+    quotation_section.finish()
+
+    pusher = PusherConfig(
+        host=pusher_section.string("host", pattern=_HOST, pattern_text="a host name or IP address"),
+        port=pusher_section.integer("port", minimum=1, maximum=65535),
+        max_connections=pusher_section.integer("max_connections", minimum=1, maximum=1_000_000),
+        max_subscriptions=pusher_section.integer("max_subscriptions", minimum=1, maximum=10_000),
+        send_queue=pusher_section.integer("send_queue", minimum=16, maximum=1 << 20),
+        ping_interval_s=pusher_section.integer("ping_interval_s", minimum=1, maximum=3600),
+        ping_timeout_s=pusher_section.integer("ping_timeout_s", minimum=1, maximum=3600),
+        auth_window_ms=pusher_section.integer("auth_window_ms", minimum=100, maximum=3_600_000),
+    )
+    pusher_section.finish()
+
     paths = PathsConfig(data_dir=paths_section.filesystem_path("data_dir"),
                         log_dir=paths_section.filesystem_path("log_dir"))
     paths_section.finish()
@@ -346,6 +397,8 @@ def parse_config(document: Mapping[str, Any], *, source: str = "<memory>") -> Ex
         engine=engine,
         sequencer=sequencer,
         gateway=gateway,
+        quotation=quotation,
+        pusher=pusher,
         paths=paths,
         source=source,
     )

@@ -68,6 +68,29 @@ id = 9
 name = "other"
 fix = "ipc:///tmp/other-fix"
 
+[quotation]
+# PUB quotation binds: trades, depth diffs, K-lines and tickers, for the pusher.
+market = "ipc:///tmp/other-market"
+# ROUTER quotation binds: bars in a time range, recent trades, depth snapshots, tickers.
+queries = "ipc:///tmp/other-quotes"
+# Trades kept per symbol (LMDB under paths.data_dir/quotation) for history and for catching up.
+recent_trades = 100000
+# 1-second bars are kept this long; bars of 1m and longer are kept for good.
+second_bars_kept_s = 604800
+store_map_bytes = 268435456
+
+[pusher]
+# The WebSocket server (docs/market-data.md).
+host = "127.0.0.1"
+port = 7200
+max_connections = 10000
+max_subscriptions = 64
+# Messages waiting for one connection; a client that falls this far behind is disconnected.
+send_queue = 1024
+ping_interval_s = 20
+ping_timeout_s = 20
+auth_window_ms = 30000
+
 [paths]
 data_dir = "/tmp/other/data"
 log_dir = "/tmp/other/log"

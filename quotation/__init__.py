@@ -1,0 +1,1 @@
+"""The quotation process: trades, depth, K-line bars and tickers from the engine's market messages."""
