@@ -166,7 +166,7 @@ class PusherConfig:
     port: int
     max_connections: int  # connections beyond this are refused at the handshake
     max_subscriptions: int  # channels one connection may subscribe to
-    send_queue: int  # messages waiting for one slow connection before it is disconnected
+    send_buffer_bytes: int  # bytes waiting for one slow connection before it is disconnected
     ping_interval_s: int  # a ping this often; a connection that does not answer in ping_timeout_s is closed
     ping_timeout_s: int
     auth_window_ms: int  # how far an auth request's timestamp may be from the pusher's clock
@@ -358,7 +358,7 @@ def parse_config(document: Mapping[str, Any], *, source: str = "<memory>") -> Ex
         port=pusher_section.integer("port", minimum=1, maximum=65535),
         max_connections=pusher_section.integer("max_connections", minimum=1, maximum=1_000_000),
         max_subscriptions=pusher_section.integer("max_subscriptions", minimum=1, maximum=10_000),
-        send_queue=pusher_section.integer("send_queue", minimum=16, maximum=1 << 20),
+        send_buffer_bytes=pusher_section.integer("send_buffer_bytes", minimum=1 << 12, maximum=1 << 30),
         ping_interval_s=pusher_section.integer("ping_interval_s", minimum=1, maximum=3600),
         ping_timeout_s=pusher_section.integer("ping_timeout_s", minimum=1, maximum=3600),
         auth_window_ms=pusher_section.integer("auth_window_ms", minimum=100, maximum=3_600_000),

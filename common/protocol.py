@@ -11,7 +11,7 @@ from __future__ import annotations
 import hashlib
 import hmac
 from enum import Enum
-from typing import Any
+from typing import Any, Mapping
 
 import msgpack
 
@@ -232,6 +232,12 @@ def client_order_number(clordid: str, kind: int, *, by_quote: bool = False) -> i
     return (hashed << 8) | (int(kind) & CLIENT_ORDER_KIND_MASK) | (CLIENT_ORDER_BY_QUOTE if by_quote else 0)
 
 
+def exec_id(ev: Mapping[str, int], order_id: int, filled: int, role: str) -> str:
+    """The ExecID of an event for one order (``role`` "order", "taker" or "maker"): deterministic from the
+    event, so that a replayed report carries the same one, and the same in every feed (FIX, WebSocket)."""
+    return f"{ev['seq']}-{ev['kind']}-{order_id}-{filled}-{role}"
+
+
 def client_order_kind(number: int) -> int:
     """The CommandKind value a ``client_order_number`` carries (0 if it was not made by one)."""
     return int(number) & CLIENT_ORDER_KIND_MASK
@@ -255,6 +261,17 @@ def logon_payload(sending_time: int, msg_seq_num: int, key_id: str) -> bytes:
 def sign_logon(secret: bytes, sending_time: int, msg_seq_num: int, key_id: str) -> str:
     """The Logon's RawData: hex HMAC-SHA256 of ``logon_payload`` under the account's secret."""
     return hmac.new(secret, logon_payload(sending_time, msg_seq_num, key_id), hashlib.sha256).hexdigest()
+
+
+def stream_auth_payload(timestamp_ms: int, key_id: str) -> bytes:
+    """What a WebSocket ``auth`` request signs (docs/market-data.md): a prefix of its own, so that a signed
+    Logon can never serve as one, the timestamp in ms and the key id, joined by '|'."""
+    return f"stream-auth|{timestamp_ms}|{key_id}".encode()
+
+
+def sign_stream_auth(secret: bytes, timestamp_ms: int, key_id: str) -> str:
+    """The ``sig`` of a WebSocket ``auth`` request: hex HMAC-SHA256 of ``stream_auth_payload``."""
+    return hmac.new(secret, stream_auth_payload(timestamp_ms, key_id), hashlib.sha256).hexdigest()
 
 
 def encode(message: dict[str, Any]) -> bytes:

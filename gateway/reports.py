@@ -53,6 +53,7 @@ from common.protocol import (
     MassCancelRejectReason,
     client_order_by_quote,
     client_order_kind,
+    exec_id,
 )
 from common.records import (
     ALL_SYMBOLS,
@@ -169,11 +170,6 @@ def avg_px(cum_quote: int, filled_lots: int, symbol: SymbolConfig) -> str:
 
 def _order_id_text(order_id: int) -> str:
     return str(order_id) if order_id > 0 else NO_ORDER_ID
-
-
-def exec_id(ev: Mapping[str, int], order_id: int, filled: int, role: str) -> str:
-    """Deterministic from the event: a replayed report carries the same ExecID."""
-    return f"{ev['seq']}-{ev['kind']}-{order_id}-{filled}-{role}"
 
 
 def _order_terms(body: dict, symbol: SymbolConfig | None, side: int, order_type: int, tif: int) -> None:

@@ -66,13 +66,13 @@ def _bars(core: QuotationCore, store: QuotationStore, query: dict, now_ms: int) 
         raise BadQuery(f"interval must be one of {', '.join(INTERVAL_MS)}")
     length = INTERVAL_MS[interval]
     limit = _integer(query, "limit", default=DEFAULT_BARS, minimum=1, maximum=MAX_BARS)
-    current = now_ms - now_ms % length
-    end = min(_integer(query, "end", default=current), current)
+    end = min(_integer(query, "end", default=now_ms), now_ms)
     start = _integer(query, "start")
     if start is None:
         start = end - end % length - (limit - 1) * length
     elif start > end:
         raise BadQuery("start is after end")
+    start -= start % length  # the bar that contains it
     end = min(end, start - start % length + limit * length - 1)
     stored, before = store.bars(symbol, _INTERVAL_INDEX[interval], start, end, limit)
     bars = fill_flat(stored, length, start=start, end=end, before=before)[:limit]

@@ -12,6 +12,7 @@ import json
 import os
 import shutil
 import signal
+import socket
 import subprocess
 import sys
 import tempfile
@@ -71,6 +72,13 @@ def poll(condition: Callable[[], Any], *, timeout: float, interval: float = 0.05
         time.sleep(interval)
 
 
+def free_port() -> int:
+    """A TCP port of the loopback interface that nothing listens on now."""
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as probe:
+        probe.bind(("127.0.0.1", 0))
+        return probe.getsockname()[1]
+
+
 class Exchange:
     """One exchange under supervisord in a temporary directory. Use as a context manager."""
 
@@ -81,6 +89,8 @@ class Exchange:
         document["engine"].update(reports=ipc("reports"), queries=ipc("queries"))
         document["sequencer"].update(intake=ipc("intake"), stream=ipc("stream"), replay=ipc("replay"),
                                      journal_map_bytes=16 << 20)
+        document["quotation"].update(market=ipc("market"), queries=ipc("quotes"))
+        document["pusher"]["port"] = free_port()
         document["gateway"]["instances"] = [
             {"id": i + 1, "name": f"gw-{i + 1}", "fix": ipc(f"fix-{i + 1}")} for i in range(gateways)
         ]
@@ -178,6 +188,10 @@ class Exchange:
 
     def fix_endpoint(self, gateway: int = 1) -> str:
         return self.document["gateway"]["instances"][gateway - 1]["fix"]
+
+    @property
+    def pusher_url(self) -> str:
+        return f"ws://127.0.0.1:{self.document['pusher']['port']}"
 
     def ctl(self, *arguments: str) -> str:
         """supervisorctl against this exchange."""

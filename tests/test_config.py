@@ -85,8 +85,8 @@ host = "127.0.0.1"
 port = 7200
 max_connections = 10000
 max_subscriptions = 64
-# Messages waiting for one connection; a client that falls this far behind is disconnected.
-send_queue = 1024
+# Bytes waiting to be sent to one connection; a client that falls this far behind is disconnected.
+send_buffer_bytes = 4194304
 ping_interval_s = 20
 ping_timeout_s = 20
 auth_window_ms = 30000

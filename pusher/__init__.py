@@ -1,0 +1,1 @@
+"""The pusher process: WebSocket market data and private account updates."""
