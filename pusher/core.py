@@ -125,8 +125,9 @@ class _Depth:
     bids: dict[str, str] = field(default_factory=dict)
     asks: dict[str, str] = field(default_factory=dict)
     u: int | None = None  # None: no book yet
+    epoch: int | None = None  # the quotation process the book comes from
     syncing: bool = False  # a snapshot asked for; diffs are held meanwhile
-    held: list[dict] = field(default_factory=list)
+    held: list[tuple[dict, int]] = field(default_factory=list)  # (diff, epoch)
 
 
 @dataclass
@@ -159,7 +160,6 @@ class PusherCore:
         self.depth: dict[str, _Depth] = {}
         self.trades: dict[str, _Trades] = {}
         self.latest: dict[str, str] = {}  # kline and ticker channels: the last message's text
-        self.streams: dict[str, tuple[int, int]] = {}  # quotation channel -> (epoch, n) last seen
         self.accounts: dict[int, _Account] = {}
         self._asked: dict[int, Callable[[dict], list[Action]]] = {}
         self._next_id = 0
@@ -342,11 +342,8 @@ class PusherCore:
             return []
         if symbol not in self.symbols:
             return []
-        last = self.streams.get(channel)
-        self.streams[channel] = (epoch, n)
-        restarted = last is not None and last[0] != epoch
         if kind == DEPTH:
-            return self._depth_diff(symbol, body, restarted=restarted)
+            return self._depth_diff(symbol, body, epoch)
         if kind == TRADES:
             return self._trades_arrived(symbol, body.get("trades", []))
         text = dumps({"channel": channel, "type": "update", "data": body})
@@ -382,6 +379,7 @@ class PusherCore:
         bids = {price: qty for price, qty in reply["bids"]}
         asks = {price: qty for price, qty in reply["asks"]}
         u = int(reply["lastUpdateId"])
+        book.epoch = reply.get("epoch")
         actions: list[Action] = []
         members = self.channels.get(channel)
         reset = False
@@ -397,8 +395,8 @@ class PusherCore:
         if reset:
             actions.append(Broadcast(members, self._depth_snapshot_text(book)))
         held, book.held = book.held, []
-        for body in held:
-            actions += self._depth_diff(book.symbol, body, restarted=False)
+        for body, epoch in held:
+            actions += self._depth_diff(book.symbol, body, epoch)
         for conn in list(self.waiting.get(channel, ())):
             state = self.conns[conn]
             self._join(state, channel)
@@ -411,19 +409,21 @@ class PusherCore:
         return dumps({"channel": f"{DEPTH}.{book.symbol}", "type": "snapshot", "data": {
             "lastUpdateId": book.u, "bids": [list(level) for level in bids], "asks": [list(level) for level in asks]}})
 
-    def _depth_diff(self, symbol: str, body: dict, *, restarted: bool) -> list[Action]:
+    def _depth_diff(self, symbol: str, body: dict, epoch: int) -> list[Action]:
+        """One diff of quotation process ``epoch``."""
         book = self._book(symbol)
         if book.syncing:
-            book.held.append(body)
+            book.held.append((body, epoch))
             return []
         if book.u is None:  # nobody asked for this book yet: start keeping it now
-            book.held.append(body)
+            book.held.append((body, epoch))
             return self._depth_sync(book)
         first, last = int(body["U"]), int(body["u"])
+        restarted = book.epoch is not None and epoch != book.epoch  # its update ids may have gone back
         if restarted or first > book.u + 1:
-            book.held.append(body)
-            if not restarted:
-                log.warning("depth %s: diff %d..%d after %d; resynchronising", symbol, first, last, book.u)
+            book.held.append((body, epoch))
+            log.warning("depth %s: diff %d..%d after %d%s; resynchronising", symbol, first, last, book.u,
+                        " from a restarted quotation" if restarted else "")
             return self._depth_sync(book)
         if last <= book.u:
             return []
@@ -436,6 +436,7 @@ class PusherCore:
         if first != book.u + 1:  # it overlaps what the book has: its levels are absolute, so say it follows on
             body = {**body, "U": book.u + 1}
         book.u = last
+        book.epoch = epoch
         members = self.channels.get(f"{DEPTH}.{symbol}")
         if not members:
             return []

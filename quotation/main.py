@@ -252,6 +252,7 @@ class QuotationProcess:
                 reply = queries.answer(self.core, self.store, query, now_ms)
             except Exception as exc:  # a malformed query is answered, never fatal
                 reply = {"id": None, "ok": False, "error": str(exc)}
+            reply["epoch"] = self.epoch  # which process answered: update ids compare within one
             self.answered += 1
             self.router.send_multipart([identity, msgpack.packb(reply, use_bin_type=True)])
 

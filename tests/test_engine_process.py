@@ -461,6 +461,7 @@ def test_account_messages_are_built_only_for_the_accounts_someone_subscribes_to(
     r = rig(journal, subscriptions=(b"r", account_topic(ALICE)))
     r.start()
     r.wait_until_ready()
+    r.wait(lambda: r.heartbeats(gateway_topic(GW2)), "a heartbeat: the subscriptions have reached the engine")
     sell = journal.limit(BOB, Side.SELL, 150, 50, gateway=GW2, session=BOB_SESSION, clordid="bob-sell")
     r.publish(sell, sell)
 
