@@ -243,7 +243,7 @@ def exchange_pids(exchange: Exchange) -> dict[str, int]:
             command = " ".join(child.cmdline())
         except psutil.NoSuchProcess:
             continue
-        for program in ("gateway", "sequencer", "engine"):
+        for program in ("gateway", "sequencer", "engine", "quotation", "pusher"):
             if f"-m {program}.main" in command:
                 pids[program] = child.pid
     return pids
