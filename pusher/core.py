@@ -160,6 +160,8 @@ class PusherCore:
         self.depth: dict[str, _Depth] = {}
         self.trades: dict[str, _Trades] = {}
         self.latest: dict[str, str] = {}  # kline and ticker channels: the last message's text
+        self.streams: dict[str, tuple[int, int]] = {}  # channel -> (epoch, n) of quotation's last message
+        self.lost_publications = 0  # breaks in quotation's counters (repaired per channel as documented)
         self.accounts: dict[int, _Account] = {}
         self._asked: dict[int, Callable[[dict], list[Action]]] = {}
         self._next_id = 0
@@ -342,6 +344,11 @@ class PusherCore:
             return []
         if symbol not in self.symbols:
             return []
+        last = self.streams.get(channel)
+        self.streams[channel] = (epoch, n)
+        if last is not None and last[0] == epoch and n != last[1] + 1:
+            self.lost_publications += 1
+            log.warning("%s: message %d after %d: publications were lost on the way", channel, n, last[1])
         if kind == DEPTH:
             return self._depth_diff(symbol, body, epoch)
         if kind == TRADES:

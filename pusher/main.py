@@ -127,24 +127,17 @@ class PusherProcess:
             self._carry_out(self.core.disconnect(conn))
 
     async def _read_publications(self) -> None:
-        while True:
-            frames = await self.quotes.recv_multipart()
-            for _ in range(MESSAGES_PER_TURN):
-                try:
-                    channel, n, epoch, body = decode_publication(frames)
-                except MarketError as exc:
-                    log.error("dropped a malformed publication: %s", exc)
-                else:
-                    self.stats["publications"] += 1
-                    self._carry_out(self.core.on_publication(channel, n, epoch, body))
-                try:
-                    frames = self.quotes.recv_multipart(zmq.NOBLOCK).result()
-                except zmq.Again:
-                    break
+        async for frames in self._batches(self.quotes):
+            try:
+                channel, n, epoch, body = decode_publication(frames)
+            except MarketError as exc:
+                log.error("dropped a malformed publication: %s", exc)
+                continue
+            self.stats["publications"] += 1
+            self._carry_out(self.core.on_publication(channel, n, epoch, body))
 
     async def _read_accounts(self) -> None:
-        while True:
-            frames = await self.accounts.recv_multipart()
+        async for frames in self._batches(self.accounts):
             try:
                 message = decode_report(frames)
             except ReportError as exc:
@@ -152,6 +145,21 @@ class PusherProcess:
                 continue
             self.stats["accounts"] += 1
             self._carry_out(self.core.on_account(message))
+
+    @staticmethod
+    async def _batches(sock: zmq.asyncio.Socket):
+        """Every message of ``sock``: awaits one, then takes up to MESSAGES_PER_TURN more that are
+        already waiting through a blocking shadow of the socket (an asyncio socket's non-blocking receive
+        is a future, not an answer), then lets the event loop run."""
+        drain = zmq.Socket.shadow(sock.underlying)
+        while True:
+            yield await sock.recv_multipart()
+            for _ in range(MESSAGES_PER_TURN):
+                try:
+                    frames = drain.recv_multipart(zmq.NOBLOCK)
+                except zmq.Again:
+                    break
+                yield frames
 
     async def _read_replies(self, sock: zmq.asyncio.Socket) -> None:
         while True:
