@@ -106,7 +106,9 @@ class Subscribers:
         drains = settings.subscribers - settings.samples
         per = [drains // settings.drain_processes + (1 if k < drains % settings.drain_processes else 0)
                for k in range(settings.drain_processes)]
-        plans = [("sample", sample_main, settings.samples)] + [("drain", drain_main, n) for n in per if n]
+        # The samples connect last: the pusher writes to its connections in the order they came, so the
+        # samples are served after every drain connection, the worst place in the fan-out.
+        plans = [("drain", drain_main, n) for n in per if n] + [("sample", sample_main, settings.samples)]
         for kind, target, count in plans:
             parent, child = context.Pipe()
             options = {"host": "127.0.0.1", "port": port, "channels": CHANNELS, "connections": count}
@@ -114,8 +116,7 @@ class Subscribers:
             process.start()
             child.close()
             self.processes.append((kind, process, parent))
-        for kind, _, pipe in self.processes:
-            self._expect(pipe, "ready")
+            self._expect(parent, "ready")
 
     @staticmethod
     def _expect(pipe, name: str):

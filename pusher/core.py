@@ -162,6 +162,7 @@ class PusherCore:
         self.latest: dict[str, str] = {}  # kline and ticker channels: the last message's text
         self.streams: dict[str, tuple[int, int]] = {}  # channel -> (epoch, n) of quotation's last message
         self.lost_publications = 0  # breaks in quotation's counters (repaired per channel as documented)
+        self._turn: dict[str, Any] | None = None  # channel -> what the open turn has for it (see begin_turn)
         self.accounts: dict[int, _Account] = {}
         self._asked: dict[int, Callable[[dict], list[Action]]] = {}
         self._next_id = 0
@@ -337,6 +338,67 @@ class PusherCore:
 
     # --- quotation's channels ------------------------------------------------------------------------------
 
+    def begin_turn(self) -> None:
+        """Publications until ``end_turn`` are coalesced: one message per channel (per bar, for K-lines)
+        with everything they carried. The pusher's loop takes whatever quotation published while it was
+        busy as one turn, so the more it falls behind, the fewer messages it sends: the cost of a turn
+        stays bounded and a subscriber's latency with it."""
+        self._turn = {}
+
+    def end_turn(self) -> list[Action]:
+        turn, self._turn = self._turn, None
+        actions: list[Action] = []
+        for channel, pending in (turn or {}).items():
+            members = self.channels.get(channel)
+            if not members:
+                continue
+            kind = channel.split(".", 1)[0]
+            if kind == TRADES:
+                texts = [dumps({"channel": channel, "type": "update", "data": {"trades": pending}})]
+            elif kind == DEPTH:
+                texts = [dumps({"channel": channel, "type": "update", "data": {
+                    "U": pending["U"], "u": pending["u"], "bids": [list(level) for level in pending["bids"].items()],
+                    "asks": [list(level) for level in pending["asks"].items()]}})]
+            else:
+                texts = list(pending.values())
+            actions.extend(Broadcast(members, text) for text in texts)
+        return actions
+
+    def _emit_trades(self, channel: str, trades: list[dict]) -> list[Action]:
+        if self._turn is not None:
+            self._turn.setdefault(channel, []).extend(trades)
+            return []
+        members = self.channels.get(channel)
+        if not members:
+            return []
+        return [Broadcast(members, dumps({"channel": channel, "type": "update", "data": {"trades": trades}}))]
+
+    def _emit_diff(self, channel: str, diff: dict) -> list[Action]:
+        if self._turn is not None:
+            pending = self._turn.get(channel)
+            if pending is None:
+                pending = self._turn[channel] = {"U": diff["U"], "u": diff["u"], "bids": {}, "asks": {}}
+            pending["u"] = diff["u"]
+            for side in ("bids", "asks"):
+                levels = pending[side]
+                for price, qty in diff[side]:
+                    levels[price] = qty
+            return []
+        members = self.channels.get(channel)
+        if not members:
+            return []
+        return [Broadcast(members, dumps({"channel": channel, "type": "update", "data": diff}))]
+
+    def _emit_state(self, channel: str, body: dict) -> list[Action]:
+        """A K-line or ticker message: the whole state, so within a turn only the last one per bar counts."""
+        text = dumps({"channel": channel, "type": "update", "data": body})
+        self.latest[channel] = text
+        if self._turn is not None:
+            self._turn.setdefault(channel, {})[body.get("open_time")] = text
+            return []
+        members = self.channels.get(channel)
+        return [Broadcast(members, text)] if members else []
+
     def on_publication(self, channel: str, n: int, epoch: int, body: dict) -> list[Action]:
         try:
             kind, symbol, _ = parse_channel(channel)
@@ -353,10 +415,7 @@ class PusherCore:
             return self._depth_diff(symbol, body, epoch)
         if kind == TRADES:
             return self._trades_arrived(symbol, body.get("trades", []))
-        text = dumps({"channel": channel, "type": "update", "data": body})
-        self.latest[channel] = text
-        members = self.channels.get(channel)
-        return [Broadcast(members, text)] if members else []
+        return self._emit_state(channel, body)
 
     # depth
 
@@ -444,10 +503,7 @@ class PusherCore:
             body = {**body, "U": book.u + 1}
         book.u = last
         book.epoch = epoch
-        members = self.channels.get(f"{DEPTH}.{symbol}")
-        if not members:
-            return []
-        return [Broadcast(members, dumps({"channel": f"{DEPTH}.{symbol}", "type": "update", "data": body}))]
+        return self._emit_diff(f"{DEPTH}.{symbol}", body)
 
     # trades
 
@@ -493,10 +549,7 @@ class PusherCore:
         channel = f"{TRADES}.{symbol}"
         for conn in self.waiting.get(channel, ()):  # connections waiting for their backfill: for later
             self.conns[conn].waiting[channel].extend(fresh)
-        members = self.channels.get(channel)
-        if not members:
-            return []
-        return [Broadcast(members, dumps({"channel": channel, "type": "update", "data": {"trades": fresh}}))]
+        return self._emit_trades(channel, fresh)
 
     def _join_trades_from(self, state: _Conn, channel: str, symbol: str, from_id: int) -> list[Action]:
         self._wait(state, channel)

@@ -39,6 +39,7 @@ from websockets.protocol import State
 
 from common.config import ExchangeConfig, load_config
 from common.credentials import CredentialStore
+from common.heap import HeapKeeper
 from common.market import MarketError, decode_publication
 from common.reports import ReportError, account_topic, decode_report
 from pusher.core import AskEngine, AskQuotation, Broadcast, Close, Listen, PusherCore, Send
@@ -51,6 +52,7 @@ QUERY_RETRY_S = 2.0
 STATS_INTERVAL_S = 10.0
 SUB_RCVHWM = 1_000_000
 TOO_SLOW = 1008  # policy violation
+FAIRNESS_STRIDE = 7_919  # how far each fan-out's first connection moves on (a prime: it visits every place)
 
 
 class PusherProcess:
@@ -64,6 +66,7 @@ class PusherProcess:
         self.in_flight: dict[int, tuple[zmq.asyncio.Socket, bytes, float]] = {}
         self.stats = {"connections": 0, "frames": 0, "writes": 0, "slow": 0, "publications": 0, "accounts": 0}
         self.stopping = asyncio.Event()
+        self._rotation = 0
 
         self.context = zmq.asyncio.Context()
         self.quotes = self.context.socket(zmq.SUB)
@@ -95,6 +98,10 @@ class PusherProcess:
             tasks = [asyncio.create_task(coroutine) for coroutine in (
                 self._read_publications(), self._read_accounts(), self._read_replies(self.quote_queries),
                 self._read_replies(self.engine_queries), self._retry_queries(), self._log_stats())]
+            # What start-up built (modules, the configuration) is frozen out of the collector's walks.
+            # Connections come and go, with reference cycles, so nothing later is frozen: the collector
+            # keeps finding those.
+            HeapKeeper().started()
             await self.stopping.wait()
             log.info("stopping: closing %d connections", len(self.sockets))
             server.close()
@@ -127,39 +134,47 @@ class PusherProcess:
             self._carry_out(self.core.disconnect(conn))
 
     async def _read_publications(self) -> None:
-        async for frames in self._batches(self.quotes):
-            try:
-                channel, n, epoch, body = decode_publication(frames)
-            except MarketError as exc:
-                log.error("dropped a malformed publication: %s", exc)
-                continue
-            self.stats["publications"] += 1
-            self._carry_out(self.core.on_publication(channel, n, epoch, body))
+        async for batch in self._batches(self.quotes):
+            self.core.begin_turn()  # one message per channel for the whole batch
+            actions = []
+            for frames in batch:
+                try:
+                    channel, n, epoch, body = decode_publication(frames)
+                except MarketError as exc:
+                    log.error("dropped a malformed publication: %s", exc)
+                    continue
+                self.stats["publications"] += 1
+                actions += self.core.on_publication(channel, n, epoch, body)
+            actions += self.core.end_turn()
+            self._carry_out(actions)
 
     async def _read_accounts(self) -> None:
-        async for frames in self._batches(self.accounts):
-            try:
-                message = decode_report(frames)
-            except ReportError as exc:
-                log.error("dropped a malformed account message: %s", exc)
-                continue
-            self.stats["accounts"] += 1
-            self._carry_out(self.core.on_account(message))
+        async for batch in self._batches(self.accounts):
+            actions = []
+            for frames in batch:
+                try:
+                    message = decode_report(frames)
+                except ReportError as exc:
+                    log.error("dropped a malformed account message: %s", exc)
+                    continue
+                self.stats["accounts"] += 1
+                actions += self.core.on_account(message)
+            self._carry_out(actions)
 
     @staticmethod
     async def _batches(sock: zmq.asyncio.Socket):
-        """Every message of ``sock``: awaits one, then takes up to MESSAGES_PER_TURN more that are
-        already waiting through a blocking shadow of the socket (an asyncio socket's non-blocking receive
-        is a future, not an answer), then lets the event loop run."""
+        """The messages of ``sock`` in batches: awaits one, then takes up to MESSAGES_PER_TURN more that
+        are already waiting, through a blocking shadow of the socket (an asyncio socket's non-blocking
+        receive is a future, not an answer)."""
         drain = zmq.Socket.shadow(sock.underlying)
         while True:
-            yield await sock.recv_multipart()
+            batch = [await sock.recv_multipart()]
             for _ in range(MESSAGES_PER_TURN):
                 try:
-                    frames = drain.recv_multipart(zmq.NOBLOCK)
+                    batch.append(drain.recv_multipart(zmq.NOBLOCK))
                 except zmq.Again:
                     break
-                yield frames
+            yield batch
 
     async def _read_replies(self, sock: zmq.asyncio.Socket) -> None:
         while True:
@@ -194,10 +209,14 @@ class PusherProcess:
     # --- actions -------------------------------------------------------------------------------------------
 
     def _carry_out(self, actions: list) -> None:
+        broadcasts = [action for action in actions if type(action) is Broadcast]
+        if len(broadcasts) > 1:
+            self._write_many(broadcasts)
         for action in actions:
             kind = type(action)
             if kind is Broadcast:
-                self._write(action.conns, action.text)
+                if len(broadcasts) == 1:
+                    self._write(action.conns, action.text)
             elif kind is Send:
                 self._write((action.conn,), action.text)
             elif kind is AskQuotation:
@@ -222,7 +241,7 @@ class PusherProcess:
         slow = []
         limit = self.limit
         sockets = self.sockets
-        for conn in conns:
+        for conn in self._fair(conns):
             websocket = sockets.get(conn)
             if websocket is None or websocket.protocol.state is not State.OPEN:
                 continue
@@ -231,6 +250,49 @@ class PusherProcess:
                 slow.append(conn)
                 continue
             transport.write(frame)
+            self.stats["writes"] += 1
+        for conn in slow:
+            self._close(conn, TOO_SLOW, f"too slow: more than {limit} bytes waiting to be sent")
+
+    def _fair(self, conns) -> list[int]:
+        """The connections in the order to write to them: each fan-out starts at another place, so that
+        no connection is always the last served (writing to a thousand takes milliseconds)."""
+        order = list(conns)
+        if len(order) > 1:
+            self._rotation = (self._rotation + FAIRNESS_STRIDE) % len(order)
+            order = order[self._rotation:] + order[:self._rotation]
+        return order
+
+    def _write_many(self, broadcasts: list[Broadcast]) -> None:
+        """Several broadcasts: each connection gets the frames meant for it in one write (one system call
+        instead of one per message); connections that get the same frames share the joined bytes."""
+        frames = [Frame(Opcode.TEXT, b.text.encode()).serialize(mask=False) for b in broadcasts]
+        self.stats["frames"] += len(frames)
+        wanted: dict[int, list[int]] = {}
+        for index, broadcast in enumerate(broadcasts):
+            for conn in broadcast.conns:
+                got = wanted.get(conn)
+                if got is None:
+                    wanted[conn] = [index]
+                else:
+                    got.append(index)
+        joined: dict[tuple[int, ...], bytes] = {}
+        slow = []
+        limit, sockets = self.limit, self.sockets
+        for conn in self._fair(wanted):
+            indices = wanted[conn]
+            websocket = sockets.get(conn)
+            if websocket is None or websocket.protocol.state is not State.OPEN:
+                continue
+            transport = websocket.transport
+            if transport.get_write_buffer_size() > limit:
+                slow.append(conn)
+                continue
+            key = tuple(indices)
+            data = joined.get(key)
+            if data is None:
+                data = joined[key] = b"".join(frames[i] for i in indices)
+            transport.write(data)
             self.stats["writes"] += 1
         for conn in slow:
             self._close(conn, TOO_SLOW, f"too slow: more than {limit} bytes waiting to be sent")
