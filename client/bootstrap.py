@@ -236,6 +236,9 @@ def usage_text(config: ExchangeConfig, files: list[Path]) -> str:
         f"  {cli} {first} orders",
         f"  {cli} {first} cancel-all",
         f"Everything else: {_python()} -m client.cli --help",
+        f"Market data and each account's own updates over WebSocket: ws://{config.pusher.host}:{config.pusher.port}",
+        f"  {_python()} -m websockets ws://{config.pusher.host}:{config.pusher.port}   "
+        f"then: {{\"op\": \"subscribe\", \"channel\": \"trades.{symbol}\"}}   (docs/market-data.md)",
     ]
     return "\n".join(lines)
 
