@@ -21,7 +21,8 @@ What runs, all on this machine:
    ``2 x rate`` orders a second.
 
 For each rate (trades/s): the counters start, the load runs ``--duration`` seconds, the tail drains,
-and the counters stop. Reported per rate: trades achieved, latency percentiles (HdrHistogram), messages
+and the counters stop. Then the baseline, in the same run: the lowest rate once more with only the
+samples connected (``baseline_samples_alone``; ``fan_out_ratio_p50`` is the full run's p50 over it). Reported per rate: trades achieved, latency percentiles (HdrHistogram), messages
 a second delivered over all subscribers, the bytes each drain connection received (min/max: all served
 alike), connections closed, breaks in the depth and trade chains seen by the samples (must be 0), and
 the CPU of every process (``pusher_cpu_pct`` = the pusher's CPU seconds per second x 100).
@@ -30,6 +31,7 @@ the CPU of every process (``pusher_cpu_pct`` = the pusher's CPU seconds per seco
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 import multiprocessing
 import sys
@@ -243,6 +245,13 @@ def run(settings: Settings, log) -> dict[str, Any]:
             measure(min(settings.rates), settings, generators, subscribers, exchange, 1, log)  # warm-up
             for step_id, rate in enumerate(settings.rates, start=2):
                 rows.append(measure(rate, settings, generators, subscribers, exchange, step_id, log))
+            # The baseline, in the same run: the lowest rate again with the samples alone connected.
+            subscribers.close()
+            alone = dataclasses.replace(settings, subscribers=settings.samples)
+            subscribers = Subscribers(alone, exchange.document["pusher"]["port"])
+            log(f"baseline: {alone.subscribers} subscribers")
+            baseline = measure(min(settings.rates), alone, generators, subscribers, exchange,
+                               len(settings.rates) + 2, log)
         finally:
             if subscribers is not None:
                 subscribers.close()
@@ -250,6 +259,7 @@ def run(settings: Settings, log) -> dict[str, Any]:
                 generators.close()
             exchange.stop()
     headline = max(rows, key=lambda r: r["rate_trades_per_s"])
+    at_baseline_rate = next(r for r in rows if r["rate_trades_per_s"] == baseline["rate_trades_per_s"])
     return {
         "p50_ms": headline["p50_ms"], "p99_ms": headline["p99_ms"],
         "messages_per_s": headline["messages_per_s"], "pusher_cpu_pct": headline["pusher_cpu_pct"],
@@ -259,6 +269,9 @@ def run(settings: Settings, log) -> dict[str, Any]:
                    and headline["p99_ms"] <= TARGET_P99_MS and headline["trades_per_s_achieved"]
                    >= 0.97 * headline["rate_trades_per_s"]},
         "rates": rows,
+        "baseline_samples_alone": baseline,
+        "fan_out_ratio_p50": round(at_baseline_rate["p50_ms"] / baseline["p50_ms"], 1)
+        if at_baseline_rate["p50_ms"] and baseline["p50_ms"] else None,
         "settings": {"subscribers": settings.subscribers, "samples": settings.samples,
                      "drain_processes": settings.drain_processes, "duration_s": settings.duration_s,
                      "channels": CHANNELS, "fix_sessions": settings.connections,
