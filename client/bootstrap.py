@@ -247,7 +247,7 @@ def run(config: ExchangeConfig, *, timeout: float, fund: list[str] | None = None
     deadline = time.monotonic() + timeout
     data_dir = Path(config.paths.data_dir)
     data_dir.mkdir(parents=True, exist_ok=True)
-    endpoint = config.gateway.instances[0].fix
+    endpoint = config.gateway.fix_instances[0].fix
     funds = demo_funds(config, fund)
     admin = ensure_admin_key(config, data_dir, endpoint)
     files = [demo_path(data_dir, n) for n in range(1, DEMO_ACCOUNTS + 1)]

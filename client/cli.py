@@ -256,7 +256,7 @@ def resolve_target(args: argparse.Namespace, environ: dict[str, str]) -> Target:
                          f"or set {ENV_CREDENTIALS}, or {ENV_KEY_ID} and {ENV_SECRET}")
     endpoint = args.endpoint or document.get("endpoint") or environ.get(ENV_ENDPOINT)
     if not endpoint:
-        endpoint = load_config(args.config).gateway.instances[0].fix
+        endpoint = load_config(args.config).gateway.fix_instances[0].fix
     return Target(endpoint=endpoint, key_id=key_id, secret=secret)
 
 

@@ -132,9 +132,18 @@ class SequencerConfig:
 
 @dataclass(frozen=True, slots=True)
 class GatewayInstance:
+    """A front door: FIX-like sessions over ZeroMQ (``fix``), or the REST API and web UI over HTTP
+    (``http_host``, ``http_port``)."""
+
     id: int  # 1..65535, the `origin` of its commands and the topic of its reports
     name: str
-    fix: str  # ROUTER endpoint for FIX-like clients
+    fix: str | None = None  # ROUTER endpoint for FIX-like clients
+    http_host: str | None = None
+    http_port: int | None = None
+
+    @property
+    def is_http(self) -> bool:
+        return self.http_port is not None
 
 
 @dataclass(frozen=True, slots=True)
@@ -143,6 +152,14 @@ class GatewayConfig:
     heartbeat_s: int  # HeartBtInt the gateway asks for; a silent session is logged out after 2x
     max_message_bytes: int  # larger client frames are refused unread
     instances: tuple[GatewayInstance, ...]
+
+    @property
+    def fix_instances(self) -> tuple[GatewayInstance, ...]:
+        return tuple(gateway for gateway in self.instances if not gateway.is_http)
+
+    @property
+    def http_instances(self) -> tuple[GatewayInstance, ...]:
+        return tuple(gateway for gateway in self.instances if gateway.is_http)
 
     def instance(self, name: str) -> GatewayInstance:
         for gateway in self.instances:
@@ -325,17 +342,21 @@ def parse_config(document: Mapping[str, Any], *, source: str = "<memory>") -> Ex
 
     instances = []
     for table in gateway_section.table_list("instances"):
-        instance = GatewayInstance(
-            id=table.integer("id", minimum=1, maximum=65535),
-            name=table.string("name", pattern=_PROCESS_NAME, pattern_text="1-32 of a-z, 0-9 and '-'"),
-            fix=table.endpoint("fix"),
-        )
+        gateway_id = table.integer("id", minimum=1, maximum=65535)
+        name = table.string("name", pattern=_PROCESS_NAME, pattern_text="1-32 of a-z, 0-9 and '-'")
+        if ("fix" in table.mapping) == ("http" in table.mapping):
+            table.fail("fix", "a gateway has either fix (a ZeroMQ endpoint) or http (host:port)")
+        if "fix" in table.mapping:
+            instance = GatewayInstance(id=gateway_id, name=name, fix=table.endpoint("fix"))
+        else:
+            host, port = table.host_port("http")
+            instance = GatewayInstance(id=gateway_id, name=name, http_host=host, http_port=port)
         if any(g.id == instance.id or g.name == instance.name for g in instances):
             table.fail("id", f"gateway {instance.name!r} (id {instance.id}) is listed twice")
         instances.append(instance)
         table.finish()
-    if not instances:
-        gateway_section.fail("instances", "at least one gateway is required")
+    if not any(not gateway.is_http for gateway in instances):
+        gateway_section.fail("instances", "at least one FIX gateway is required")
     gateway = GatewayConfig(
         logon_window_ms=gateway_section.integer("logon_window_ms", minimum=100, maximum=3_600_000),
         heartbeat_s=gateway_section.integer("heartbeat_s", minimum=1, maximum=3600),
@@ -528,6 +549,13 @@ class _Section:
         if not _ENDPOINT.fullmatch(value):
             self.fail(key, f"{value!r} is not a ZeroMQ endpoint (tcp://host:port, ipc://path or inproc://name)")
         return value
+
+    def host_port(self, key: str) -> tuple[str, int]:
+        value = self.string(key)
+        host, _, port = value.rpartition(":")
+        if not _HOST.fullmatch(host) or not port.isdigit() or not 1 <= int(port) <= 65535:
+            self.fail(key, f"{value!r} is not host:port")
+        return host, int(port)
 
     def filesystem_path(self, key: str) -> Path:
         value = self.string(key)

@@ -304,19 +304,31 @@ class GatewayCore:
                     self._send_outside(identity, {F.MSG_TYPE: M.LOGOUT, F.TEXT: reject.text},
                                        now)]
         self._seen_logons[replay_key] = request.sending_time + self.logon_window_ns
-        context = self._context.for_session(account=None if credential.is_admin else credential.account,
-                                            admin=credential.is_admin)
-        session = Session(self._new_session_id(), identity, credential, request.msg_seq_num, now, context)
-        self._sessions[session.id] = session
-        self._by_identity[identity] = session
-        self._by_account.setdefault(session.account, {})[session.id] = session
-        log.info("session %x: key %s logged on (account %d%s)", session.id, session.key_id, session.account,
-                 ", admin" if session.admin else "")
+        session = self._open(identity, credential, request.msg_seq_num, now)
         body: dict[str, Any] = {F.MSG_TYPE: M.LOGON, F.ENCRYPT_METHOD: 0,
                                 F.HEART_BT_INT: self.config.gateway.heartbeat_s}
         if not session.admin:
             body[F.ACCOUNT] = session.account
         return [self._send(session, body, now)]
+
+    def _open(self, identity: bytes, credential: Credential, in_seq: int, now: int) -> Session:
+        context = self._context.for_session(account=None if credential.is_admin else credential.account,
+                                            admin=credential.is_admin)
+        session = Session(self._new_session_id(), identity, credential, in_seq, now, context)
+        self._sessions[session.id] = session
+        self._by_identity[identity] = session
+        self._by_account.setdefault(session.account, {})[session.id] = session
+        log.info("session %x: key %s logged on (account %d%s)", session.id, session.key_id, session.account,
+                 ", admin" if session.admin else "")
+        return session
+
+    def open_trusted_session(self, identity: bytes, credential: Credential) -> Session:
+        """A logged-on session without a Logon, for a front door that authenticates every request itself
+        (the REST API: a signature per request). Its MsgSeqNums start at 1."""
+        existing = self._by_identity.get(identity)
+        if existing is not None:
+            return existing
+        return self._open(identity, credential, 0, self.clock())
 
     def _in_session(self, session: Session, msg_type: str, message: dict, now: int) -> list[Action]:
         try:

@@ -1,6 +1,7 @@
 """The gateway process: ``python -m gateway.main --name gw-1`` (or ``--index 0``) [--config PATH].
 
-The instance (its id, name and FIX endpoint) comes from ``config.gateway.instances``. Sockets:
+The instance (its id, name and FIX endpoint) comes from ``config.gateway.instances``; an instance with
+``http`` instead of ``fix`` is the REST API and web UI (gateway/http.py). A FIX gateway's sockets:
 
 1. ``fix`` ROUTER, bound: one DEALER per client connection (docs/protocol.md). ROUTER_MANDATORY is on,
    so a send to a client that went away fails at once (EHOSTUNREACH) instead of vanishing: the session
@@ -249,6 +250,10 @@ def main(argv: list[str] | None = None) -> int:
     except (ConfigError, KeyError) as exc:
         log.error("cannot start: %s", exc)
         return 2
+    if instance.is_http:  # the REST API and web UI (gateway/http.py)
+        from gateway import http
+
+        return http.run(config, instance)
     return GatewayProcess(config, instance).run()
 
 

@@ -39,7 +39,7 @@ from common.config import ExchangeConfig
 from common.market import DEPTH, KLINE, TICKER, TRADES, MarketError, parse_channel
 from common.protocol import sign_stream_auth
 from common.reports import ACCOUNT_PREFIX, ReportMessage
-from pusher.views import AccountViews
+from common.views import AccountViews
 
 log = logging.getLogger("pusher.core")
 

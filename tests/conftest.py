@@ -29,3 +29,12 @@ ENGINE_CLASSES = [pytest.param(ReferenceEngine, id="reference"), pytest.param(En
 def engine_cls(request):
     """An engine class built as ``engine_cls(config)``."""
     return request.param
+
+
+@pytest.hookimpl(hookwrapper=True)
+def pytest_runtest_makereport(item, call):
+    """Each test's report of its phases as ``item.rep_<phase>``: fixtures see whether the test failed
+    (the browser tests keep a screenshot then)."""
+    outcome = yield
+    report = outcome.get_result()
+    setattr(item, f"rep_{report.when}", report)

@@ -93,7 +93,7 @@ class Exchange:
         document["pusher"]["port"] = free_port()
         document["gateway"]["instances"] = [
             {"id": i + 1, "name": f"gw-{i + 1}", "fix": ipc(f"fix-{i + 1}")} for i in range(gateways)
-        ]
+        ] + [{"id": gateways + 1, "name": "web-1", "http": f"127.0.0.1:{free_port()}"}]
         document["paths"] = {"data_dir": str(self.home / "data"), "log_dir": str(self.home / "log")}
         if configure is not None:
             configure(document)
@@ -117,7 +117,8 @@ class Exchange:
              what="the bootstrap's admin credentials")
         if self._died():
             raise RuntimeError(f"the exchange exited at start:\n{self.output()}")
-        for gateway in range(1, len(self.document["gateway"]["instances"]) + 1):
+        fix_gateways = [g for g in self.document["gateway"]["instances"] if "fix" in g]
+        for gateway in range(1, len(fix_gateways) + 1):
             poll(lambda: self._answers_admin(gateway), timeout=max(1.0, deadline - time.monotonic()),
                  interval=0.5, what=f"gateway {gateway} and the engine to answer an admin session")
         return self
@@ -188,6 +189,11 @@ class Exchange:
 
     def fix_endpoint(self, gateway: int = 1) -> str:
         return self.document["gateway"]["instances"][gateway - 1]["fix"]
+
+    @property
+    def http_url(self) -> str:
+        [web] = [g for g in self.document["gateway"]["instances"] if "http" in g]
+        return f"http://{web['http']}"
 
     @property
     def pusher_url(self) -> str:

@@ -1,5 +1,6 @@
-"""An account's engine events and query replies in the pusher's public format (docs/market-data.md):
-integers become decimal strings and codes become names. Pure functions of the configuration."""
+"""An account's engine events and query replies in the public JSON format of the pusher and the REST API
+(docs/market-data.md, docs/rest.md): integers become decimal strings and codes become names. Pure
+functions of the configuration."""
 
 from __future__ import annotations
 
