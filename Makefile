@@ -13,7 +13,18 @@ $(STAMP): pyproject.toml
 	$(BIN)/python -m pip install --quiet -e '.[test,bench]'
 	touch $(STAMP)
 
-test: $(STAMP)
+# The browser tests drive Debian's chromium (Playwright cannot download its own browser here).
+CHROMIUM := /usr/bin/chromium
+
+$(CHROMIUM):
+	@if [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null; then \
+		apt-get install -y --no-install-recommends chromium >/dev/null \
+		|| (apt-get update >/dev/null && apt-get install -y --no-install-recommends chromium >/dev/null); \
+	else \
+		echo "the browser tests need $(CHROMIUM): install Debian's chromium package (sudo apt-get install chromium)"; \
+	fi
+
+test: $(STAMP) $(CHROMIUM)
 	$(BIN)/python -m pytest $(PYTEST_ARGS)
 
 # The whole exchange in the foreground under supervisord (Ctrl-C stops it).

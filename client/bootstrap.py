@@ -236,6 +236,8 @@ def usage_text(config: ExchangeConfig, files: list[Path]) -> str:
         f"  {cli} {first} orders",
         f"  {cli} {first} cancel-all",
         f"Everything else: {_python()} -m client.cli --help",
+        *[f"The web UI and the REST API: http://{web.http_host}:{web.http_port}/ (sign in with a demo "
+          f"account's key_id and secret; API docs at /api/docs)" for web in config.gateway.http_instances[:1]],
         f"Market data and each account's own updates over WebSocket: ws://{config.pusher.host}:{config.pusher.port}",
         f"  {_python()} -m websockets ws://{config.pusher.host}:{config.pusher.port}   "
         f"then: {{\"op\": \"subscribe\", \"channel\": \"trades.{symbol}\"}}   (docs/market-data.md)",

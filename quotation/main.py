@@ -247,11 +247,14 @@ class QuotationProcess:
                 identity, *frames = self.router.recv_multipart(zmq.NOBLOCK)
             except zmq.Again:
                 return
+            query = None
             try:
                 query = decode_query(frames[-1]) if frames else None
                 reply = queries.answer(self.core, self.store, query, now_ms)
-            except Exception as exc:  # a malformed query is answered, never fatal
-                reply = {"id": None, "ok": False, "error": str(exc)}
+            except Exception as exc:  # a query that breaks something is answered, never fatal
+                log.exception("query %r failed", query)
+                reply = {"id": query.get("id") if isinstance(query, dict) else None, "ok": False,
+                         "error": f"the query failed: {exc}"}
             reply["epoch"] = self.epoch  # which process answered: update ids compare within one
             self.answered += 1
             self.router.send_multipart([identity, msgpack.packb(reply, use_bin_type=True)])

@@ -72,7 +72,7 @@ def _bars(core: QuotationCore, store: QuotationStore, query: dict, now_ms: int) 
         start = end - end % length - (limit - 1) * length
     elif start > end:
         raise BadQuery("start is after end")
-    start -= start % length  # the bar that contains it
+    start = max(0, start - start % length)  # the bar that contains it (none before the Unix epoch)
     end = min(end, start - start % length + limit * length - 1)
     stored, before = store.bars(symbol, _INTERVAL_INDEX[interval], start, end, limit)
     bars = fill_flat(stored, length, start=start, end=end, before=before)[:limit]

@@ -323,12 +323,15 @@ def test_queries_refuse_bad_input_with_a_reason(tmp_path):
         ({"q": "bars", "symbol": "BTC-USDT", "interval": "1m", "limit": 0}, "limit must be between"),
         ({"q": "bars", "symbol": "BTC-USDT", "interval": "1m", "start": 10, "end": 5}, "start is after end"),
         ({"q": "trades", "symbol": "BTC-USDT", "after_id": "x"}, "after_id must be an integer"),
+        ({"q": "trades", "symbol": "BTC-USDT", "after_id": -1}, "after_id must be at least 0"),
         ({"q": "what"}, "unknown query kind"),
         ({"symbol": 3}, "unknown query kind"),
     ]:
         reply = queries.answer(core, store, query, T0_MS)
         assert reply["ok"] is False and reason in reply["error"], (query, reply)
     assert queries.answer(core, store, ["not", "a", "map"], T0_MS)["ok"] is False
+    early = queries.answer(core, store, {"q": "bars", "symbol": "BTC-USDT", "interval": "1m", "end": 0}, T0_MS)
+    assert early["ok"] and early["bars"] == []  # nothing before the epoch, and no failure either
     assert queries.answer(core, store, {"q": "ticker", "symbol": "BTC-USDT"}, T0_MS) == {
         "id": None, "ticker": None, "ok": True}
     store.close()
