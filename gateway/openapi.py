@@ -32,6 +32,7 @@ SIGNED = [{"ApiKey": [], "ApiTimestamp": [], "ApiSignature": []}]
 def _error_responses(*codes: int) -> dict[str, Any]:
     reasons = {400: "bad request: the reason says which field and why", 401: "missing, stale, bad or replayed signature",
                403: "an admin key does not trade", 404: "no such order of this account",
+               413: "a body over gateway.max_message_bytes",
                503: "the exchange did not answer in time", 504: "the order's outcome did not come in time"}
     return {str(code): {"description": reasons[code],
                         "content": {"application/json": {"schema": {"$ref": "#/components/schemas/Error"}}}}
@@ -99,7 +100,7 @@ def document(config: ExchangeConfig) -> dict[str, Any]:
                          "requestBody": {"required": True, "content": {"application/json": {
                              "schema": {"$ref": "#/components/schemas/NewOrder"}}}},
                          "responses": {**_ok("the order as accepted (it may have traded already)", order),
-                                       **private_errors, **_error_responses(504)}},
+                                       **private_errors, **_error_responses(413, 504)}},
             },
             "/api/v1/orders/{clordid}": {
                 "parameters": [clordid_param],
@@ -111,7 +112,7 @@ def document(config: ExchangeConfig) -> dict[str, Any]:
                           "requestBody": {"required": True, "content": {"application/json": {
                               "schema": {"$ref": "#/components/schemas/Amend"}}}},
                           "responses": {**_ok("the order as replaced", order), **private_errors,
-                                        **_error_responses(404, 504)}},
+                                        **_error_responses(404, 413, 504)}},
                 "delete": {"summary": "Cancel an open order", "operationId": "cancelOrder", "security": SIGNED,
                            "responses": {**_ok("the order as cancelled", order), **private_errors,
                                          **_error_responses(404, 504)}},

@@ -97,7 +97,7 @@ class FaultRun:
         admin = exchange.admin_credentials()
         self.admin = Client(exchange.fix_endpoint(1), admin["key_id"], admin["secret"], timeout=CLIENT_TIMEOUT_S)
         self.admin.logon()
-        gateways = len(exchange.document["gateway"]["instances"])
+        gateways = len(exchange.fix_gateways)
         for index in range(traders):
             created = self.admin.admin_create_account(request_id=f"faults-{uuid.uuid4().hex}")
             for currency, amount in FUNDS.items():
@@ -174,7 +174,7 @@ class FaultRun:
 
     def inject(self) -> tuple[str, int]:
         """Kill a random program; (its name, the pid killed)."""
-        program = self.random.choice(PROGRAMS[: 2 + len(self.exchange.document["gateway"]["instances"])])
+        program = self.random.choice(PROGRAMS[: 2 + len(self.exchange.fix_gateways)])
         pid = self.exchange.program_pid(program)
         os.kill(pid, signal.SIGKILL)
         self.faults.append((time.monotonic(), program))

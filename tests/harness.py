@@ -117,8 +117,7 @@ class Exchange:
              what="the bootstrap's admin credentials")
         if self._died():
             raise RuntimeError(f"the exchange exited at start:\n{self.output()}")
-        fix_gateways = [g for g in self.document["gateway"]["instances"] if "fix" in g]
-        for gateway in range(1, len(fix_gateways) + 1):
+        for gateway in range(1, len(self.fix_gateways) + 1):
             poll(lambda: self._answers_admin(gateway), timeout=max(1.0, deadline - time.monotonic()),
                  interval=0.5, what=f"gateway {gateway} and the engine to answer an admin session")
         return self
@@ -187,8 +186,14 @@ class Exchange:
         except json.JSONDecodeError:  # being written
             return None
 
+    @property
+    def fix_gateways(self) -> list[dict]:
+        """The configuration's FIX gateways (the others serve HTTP)."""
+        return [g for g in self.document["gateway"]["instances"] if "fix" in g]
+
     def fix_endpoint(self, gateway: int = 1) -> str:
-        return self.document["gateway"]["instances"][gateway - 1]["fix"]
+        """The ZeroMQ endpoint of the ``gateway``-th FIX gateway (1, 2, ...)."""
+        return self.fix_gateways[gateway - 1]["fix"]
 
     @property
     def http_url(self) -> str:

@@ -796,7 +796,20 @@ class TestThePipelineSections:
     def test_two_gateways_with_one_id_are_refused(self):
         document = default_document()
         document["gateway"]["instances"].append(dict(document["gateway"]["instances"][0], name="gw-2"))
-        assert "gateway.instances[1]" in refusal(document)
+        assert f"gateway.instances[{len(document['gateway']['instances']) - 1}]" in refusal(document)
+
+    def test_a_gateway_needs_either_fix_or_http(self):
+        document = default_document()
+        document["gateway"]["instances"][0]["http"] = "127.0.0.1:8081"
+        assert "a gateway has either fix" in refusal(document)
+        document["gateway"]["instances"][0].pop("fix")
+        document["gateway"]["instances"][0]["http"] = "127.0.0.1:99999"
+        assert "is not host:port" in refusal(document)
+
+    def test_only_http_gateways_are_refused(self):
+        document = default_document()
+        document["gateway"]["instances"] = [g for g in document["gateway"]["instances"] if "http" in g]
+        assert "at least one FIX gateway" in refusal(document)
 
     def test_a_gateway_section_without_instances_is_refused(self):
         document = default_document()
