@@ -38,7 +38,9 @@ Queries: a DEALER sends one msgpack map per request, ``{"id": any, "q": kind, ..
 ``"state"`` (the last applied seq and ``Engine.state_hash()`` there), ``"market"`` (``symbol``, ``after``:
 the market messages with ``seq > after`` still kept, oldest first, as ``[seq, prev, trades, levels]``;
 ``complete`` says whether they follow on from ``after`` without a dropped message), ``"depth"``
-(``symbol``: every level of the book, ``bids`` and ``asks`` as ``[price, qty]`` best first). Every reply
+(``symbol``: every level of the book, ``bids`` and ``asks`` as ``[price, qty]`` best first), ``"history"``
+(``account``, optional ``symbol`` and ``limit``: the account's newest orders, open and ended, each with
+its ``fills`` as ``[seq, ts, price, qty, amount, fee, maker]``). Every reply
 carries ``seq``, the last command the engine had applied when it answered (a snapshot's position, for the
 Clone pattern: a subscriber takes a snapshot, then keeps the messages whose ``seq`` is above it).
 """

@@ -52,6 +52,23 @@ class AccountViews:
             })
         return out
 
+    def history(self, rows: list[dict]) -> list[dict[str, Any]]:
+        """The ``history`` query's orders, each with its fills."""
+        out = []
+        for row, view in zip(rows, self.orders(rows)):
+            symbol = self.symbols[row["symbol"]]
+            view["fills"] = [self._history_fill(symbol, fill) for fill in row.get("fills", ())]
+            out.append(view)
+        return out
+
+    @staticmethod
+    def _history_fill(symbol, fill: list[int]) -> dict[str, Any]:
+        seq, ts, price, qty, amount, fee, maker = fill
+        role = "maker" if maker else "taker"
+        return {"seq": seq, "time": ts // _NS_PER_MS, "price": symbol.tick.format(price),
+                "qty": symbol.lot.format(qty), "quote_qty": symbol.quote.unit.format(amount),
+                "fee": symbol.quote.unit.format(fee), "fee_asset": symbol.quote.name, "liquidity": role}
+
     # --- live events ----------------------------------------------------------------------------------
 
     def updates(self, account: int, events: np.ndarray, items: list, *, orders: bool, fills: bool,

@@ -68,6 +68,8 @@ log = logging.getLogger("engine.service")
 
 CLOSED_ORDER_HISTORY = 100_000  # ended orders kept for status queries (and OrigClOrdID resolution)
 OUTCOME_HISTORY = 100_000  # (account, ClOrdID) -> first outcome event kept, to answer resends
+HISTORY_REPLY_DEFAULT = 100  # orders in a history reply unless the query asks for another number
+HISTORY_REPLY_MAX = 500
 RESEND_REPLY_MAX = 10_000  # report messages in one resend reply at most (the reply says where to go on)
 # ClOrdIDs of orders gone from the history leave the OrigClOrdID map only before a command whose seq is a
 # multiple of this: between two such points the map only grows, so whether a batch must pause before a
@@ -115,7 +117,7 @@ class _Order:
     """What the service knows about one order beyond the engine's own record."""
 
     __slots__ = ("order_id", "account", "symbol", "side", "order_type", "tif", "price", "qty", "filled",
-                 "gateway", "session", "clordid", "clordids", "cum_quote", "ts", "status")
+                 "gateway", "session", "clordid", "clordids", "cum_quote", "ts", "status", "fills")
 
     def __init__(self, order_id: int, account: int, symbol: int, side: int, order_type: int, tif: int,
                  price: int, qty: int, gateway: int, session: int, clordid: str, ts: int):
@@ -135,6 +137,7 @@ class _Order:
         self.cum_quote = 0
         self.ts = ts
         self.status = NEW_STATUS
+        self.fills: list[list[int]] = []  # [seq, ts, price, qty, amount, fee, maker (0/1)] per fill
 
 
 _ORDER_FIELDS = _Order.__slots__
@@ -146,9 +149,12 @@ def _order_row(order: _Order) -> list:
 
 def _order_from_row(row: list) -> _Order:
     order = _Order.__new__(_Order)
+    if len(row) == len(_ORDER_FIELDS) - 1:  # a snapshot from before orders kept their fills
+        row = [*row, []]
     for name, value in zip(_ORDER_FIELDS, row, strict=True):
         setattr(order, name, value)
     order.clordids = list(order.clordids)
+    order.fills = [list(fill) for fill in order.fills]
     return order
 
 
@@ -322,6 +328,7 @@ class EngineService:
 
         # The columns the tracking reads, each as a list once: indexing a list is what the loop does.
         amounts, filleds, leaves = chunk["amount"].tolist(), chunk["filled"].tolist(), chunk["leaves"].tolist()
+        maker_fees, taker_fees = chunk["maker_fee"].tolist(), chunk["taker_fee"].tolist()
         maker_oids, maker_filleds = chunk["maker_order_id"].tolist(), chunk["maker_filled"].tolist()
         maker_leaves, prices, qtys = chunk["maker_leaves"].tolist(), chunk["price"].tolist(), chunk["qty"].tolist()
         raw, size = chunk.tobytes(), EVENT_DTYPE.itemsize
@@ -349,6 +356,7 @@ class EngineService:
                     taker.filled = filleds[i]
                     taker.cum_quote += amount
                     taker.ts = tss[i]
+                    taker.fills.append([seq, tss[i], prices[i], qtys[i], amount, taker_fees[i], 0])
                     route(taker.gateway, i, taker.session, taker.account, "taker", taker.clordid, taker.cum_quote)
                     if leaves[i] == 0 and taker.qty > 0:
                         close(taker, FILLED)
@@ -360,6 +368,7 @@ class EngineService:
                     maker.filled = maker_filleds[i]
                     maker.cum_quote += amount
                     maker.ts = tss[i]
+                    maker.fills.append([seq, tss[i], prices[i], qtys[i], amount, maker_fees[i], 1])
                     route(maker.gateway, i, maker.session, maker.account, "maker", maker.clordid, maker.cum_quote)
                     if maker_leaves[i] == 0:
                         close(maker, FILLED)
@@ -758,6 +767,26 @@ class EngineService:
         more = bool(messages) and messages[-1][0] < last
         return {"messages": messages, "dropped": first < oldest, "last": last, "more": more, "epoch": self.epoch}
 
+    def _query_history(self, q: dict) -> dict:
+        """The account's newest orders, open and ended (as far as the bounded history reaches), newest
+        first, each with its fills."""
+        account = self._account(q)
+        symbol = _optional_int(q, "symbol")
+        limit = _optional_int(q, "limit")
+        limit = HISTORY_REPLY_DEFAULT if limit is None else min(max(limit, 1), HISTORY_REPLY_MAX)
+        found: list[_Order] = []
+        for row in self.engine.open_orders(account):  # the account's own list in the engine
+            order = self._open.get(row["order_id"])
+            if order is not None and (symbol is None or order.symbol == symbol):
+                found.append(order)
+        for order in reversed(self._closed.values()):
+            if len(found) >= limit:
+                break
+            if order.account == account and (symbol is None or order.symbol == symbol):
+                found.append(order)
+        found.sort(key=lambda order: order.order_id, reverse=True)
+        return {"orders": [{**self._order_view(order), "fills": order.fills} for order in found[:limit]]}
+
     def _query_head(self, q: dict) -> dict:
         return {"head": self._last_seq}
 
@@ -816,6 +845,7 @@ _QUERY_HANDLERS = {
     "state": EngineService._query_state,
     "market": EngineService._query_market,
     "depth": EngineService._query_depth,
+    "history": EngineService._query_history,
 }
 
 

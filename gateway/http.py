@@ -53,6 +53,7 @@ QUERY_TIMEOUT_S = 5.0  # the engine or quotation not answering a query in this t
 LINGER_MS = 200
 REPORTS_RCVHWM = 1_000_000
 MAX_LIMIT = 1_000  # depth levels, trades or bars in one answer at most
+MAX_HISTORY = 500  # orders in one history answer at most (the engine's bound)
 WEB_DIR = Path(__file__).resolve().parent / "web"
 
 
@@ -103,6 +104,7 @@ class HttpGateway:
         app.router.add_get(f"{api}/account/balances", self.private(self.balances))
         app.router.add_get(f"{api}/orders", self.private(self.open_orders))
         app.router.add_post(f"{api}/orders", self.private(self.place))
+        app.router.add_get(f"{api}/orders/history", self.private(self.history))
         app.router.add_get(api + "/orders/{clordid}", self.private(self.order))
         app.router.add_patch(api + "/orders/{clordid}", self.private(self.amend))
         app.router.add_delete(api + "/orders/{clordid}", self.private(self.cancel))
@@ -211,6 +213,14 @@ class HttpGateway:
             query["symbol"] = self.symbols[self._symbol(request)].id
         reply = await self._ask(self.engine, query)
         return web.json_response({"seq": reply["seq"], "orders": self.views.orders(reply["orders"])})
+
+    async def history(self, request: web.Request, credential) -> web.Response:
+        query: dict[str, Any] = {"q": "history", "account": credential.account,
+                                 "limit": self._int(request, "limit", minimum=1, maximum=MAX_HISTORY)}
+        if "symbol" in request.query:
+            query["symbol"] = self.symbols[self._symbol(request)].id
+        reply = await self._ask(self.engine, query)
+        return web.json_response({"seq": reply["seq"], "orders": self.views.history(reply["orders"])})
 
     async def order(self, request: web.Request, credential) -> web.Response:
         reply = await self._ask(self.engine, {"q": "order", "account": credential.account,

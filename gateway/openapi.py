@@ -102,6 +102,13 @@ def document(config: ExchangeConfig) -> dict[str, Any]:
                          "responses": {**_ok("the order as accepted (it may have traded already)", order),
                                        **private_errors, **_error_responses(413, 504)}},
             },
+            "/api/v1/orders/history": {
+                "get": {"summary": "The account's newest orders, open and ended, with their fills",
+                        "operationId": "orderHistory", "security": SIGNED,
+                        "parameters": [{**symbol_param, "required": False},
+                                       {"name": "limit", "in": "query", "required": False,
+                                        "schema": {"type": "integer", "minimum": 1, "maximum": 500}}],
+                        "responses": {**_ok("orders newest first, each with fills", obj), **private_errors}}},
             "/api/v1/orders/{clordid}": {
                 "parameters": [clordid_param],
                 "get": {"summary": "One order of the account, open or ended", "operationId": "getOrder",

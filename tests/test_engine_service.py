@@ -263,6 +263,20 @@ def test_market_catch_up_returns_the_kept_messages_and_says_when_some_are_gone()
     assert desk.service.query({"q": "market", "symbol": 99, "after": 0})["ok"] is False
 
 
+def test_the_history_query_gives_an_accounts_orders_newest_first_with_their_fills(desk):
+    resting = desk.add("sell", BOB, BTC_USDT, 150, 5, clordid="B1")
+    taker = desk.add("buy", ALICE, BTC_USDT, 150, 2, clordid="A1")
+    desk.add("buy", ALICE, BTC_USDT, 140, 1, clordid="A2")
+    desk.send()
+    alice = desk.query(q="history", account=ALICE)["orders"]
+    assert [(o["clordid"], o["status"]) for o in alice] == [("A2", "new"), ("A1", "filled")]
+    assert alice[1]["fills"] == [[taker, desk.tape.TS0 + taker * 1000, 150, 2, notional(150, 2),
+                                  notional(150, 2) * 5 // 10_000, 0]]
+    [bob] = desk.query(q="history", account=BOB)["orders"]
+    assert bob["order_id"] == resting and bob["fills"][0][6] == 1 and bob["status"] == "partially_filled"
+    assert desk.query(q="history", account=ALICE, limit=1)["orders"][0]["clordid"] == "A2"
+
+
 def test_the_depth_query_gives_the_whole_book_best_first(desk):
     desk.add("buy", ALICE, BTC_USDT, 140, 2)
     desk.add("buy", ALICE, BTC_USDT, 141, 1)

@@ -131,6 +131,29 @@ def test_place_amend_cancel_and_the_same_rejects_as_the_fix_front_door(exchange,
         assert answer.status_code == 400 and reason in answer.json()["error"], (body, answer.text)
 
 
+def test_order_history_lists_ended_orders_with_their_fills(exchange, trader):
+    placed = signed(exchange, trader, "POST", "/api/v1/orders",
+                    {"symbol": "ETH-USDT", "side": "buy", "price": "2000", "qty": "0.02", "clordid": "hist-1"})
+    assert placed.status_code == 200
+    admin = exchange.admin_credentials()
+    with Client(exchange.fix_endpoint(), admin["key_id"], admin["secret"], timeout=TIMEOUT) as client:
+        client.logon()
+        seller = client.admin_create_account(request_id=f"rest-{uuid.uuid4().hex}")
+        client.admin_deposit(seller.account, "ETH", "1", request_id=f"rest-{uuid.uuid4().hex}")
+    with Client(exchange.fix_endpoint(), seller.key_id, seller.secret, timeout=TIMEOUT) as client:
+        client.logon()
+        for _ in range(2):  # two fills of 0.01
+            client.first_report(client.sell("ETH-USDT", "0.01", "1999"))
+    poll(lambda: signed(exchange, trader, "GET", "/api/v1/orders/hist-1").json().get("status") == "filled",
+         timeout=TIMEOUT, what="the order filled")
+    history = signed(exchange, trader, "GET", "/api/v1/orders/history?symbol=ETH-USDT&limit=5").json()["orders"]
+    [order] = [o for o in history if o["clordid"] == "hist-1"]
+    assert order["status"] == "filled" and order["filled"] == "0.02"
+    assert [(f["price"], f["qty"], f["liquidity"], f["fee_asset"]) for f in order["fills"]] == [
+        ("2000", "0.01", "maker", "USDT")] * 2
+    assert order["fills"][0]["fee"] == "0.004"  # 2 bps of 20 USDT
+
+
 def test_the_openapi_document_and_the_interactive_docs_are_served(exchange):
     document = requests.get(f"{exchange.http_url}/api/openapi.json", timeout=TIMEOUT).json()
     assert document["openapi"].startswith("3.") and "/api/v1/orders/{clordid}" in document["paths"]
@@ -145,7 +168,7 @@ def test_no_request_the_document_allows_or_mangles_gets_a_server_error(exchange,
     Hypothesis directly: schemathesis' pytest fixture loader does not run on this pytest.)"""
     schema = schemathesis.openapi.from_url(f"{exchange.http_url}/api/openapi.json")
     operations = [result.ok() for result in schema.get_all_operations()]
-    assert len(operations) == 12
+    assert len(operations) == 13
 
     for operation in operations:
         @given(case=operation.as_strategy())
