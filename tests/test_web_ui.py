@@ -5,7 +5,9 @@ trade and the updated candle. A failing test leaves a screenshot (its path is in
 
 from __future__ import annotations
 
+import os
 import shutil
+import signal
 import uuid
 from decimal import Decimal
 from pathlib import Path
@@ -135,3 +137,22 @@ def test_cancel_and_amend_from_the_page(exchange, page):
     page.wait_for_function("!document.querySelector('#open-orders tr')")
     page.wait_for_function("document.querySelector('#balances tr[data-asset=\"USDT\"] .available')"
                            ".textContent === '100000'")
+
+
+def test_the_page_reconnects_by_itself_when_the_pusher_restarts(exchange, page):
+    seller = open_account(exchange, {"BTC": "1"})
+    buyer = open_account(exchange, {"USDT": "100000"})
+    page.goto(exchange.http_url)
+    page.wait_for_selector('#connection[data-state="open"]')
+    before = exchange.program_pid("pusher")
+    os.kill(before, signal.SIGKILL)
+    page.wait_for_selector('#connection[data-state="closed"]')
+    poll(lambda: exchange.restarted("pusher", before), timeout=60, what="the pusher restarted")
+    page.wait_for_selector('#connection[data-state="open"]', timeout=60_000)
+    with Client(exchange.fix_endpoint(), seller.key_id, seller.secret, timeout=20) as ask_side, \
+            Client(exchange.fix_endpoint(), buyer.key_id, buyer.secret, timeout=20) as bid_side:
+        ask_side.logon()
+        bid_side.logon()
+        ask_side.first_report(ask_side.sell("BTC-USDT", "0.001", "43210"))
+        bid_side.first_report(bid_side.buy("BTC-USDT", "0.001", "43210"))
+    page.wait_for_selector('#trades tr td:text-is("43210")')  # live again, through the new connection
