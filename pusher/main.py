@@ -29,6 +29,7 @@ import signal
 import sys
 import time
 from http import HTTPStatus
+from typing import Any
 
 import msgpack
 import zmq
@@ -209,17 +210,13 @@ class PusherProcess:
     # --- actions -------------------------------------------------------------------------------------------
 
     def _carry_out(self, actions: list) -> None:
-        broadcasts = [action for action in actions if type(action) is Broadcast]
-        if len(broadcasts) > 1:
-            self._write_many(broadcasts)
+        writes = [(action.conns, action.text) if type(action) is Broadcast else ((action.conn,), action.text)
+                  for action in actions if type(action) in (Broadcast, Send)]
+        if writes:
+            self._write(writes)
         for action in actions:
             kind = type(action)
-            if kind is Broadcast:
-                if len(broadcasts) == 1:
-                    self._write(action.conns, action.text)
-            elif kind is Send:
-                self._write((action.conn,), action.text)
-            elif kind is AskQuotation:
+            if kind is AskQuotation:
                 self._ask(self.quote_queries, action.query)
             elif kind is AskEngine:
                 self._ask(self.engine_queries, action.query)
@@ -234,26 +231,6 @@ class PusherProcess:
         self.in_flight[query["id"]] = (sock, frame, time.monotonic())
         sock.send(frame)
 
-    def _write(self, conns, text: str) -> None:
-        """One frame, built once, to every connection still open; too slow ones are closed."""
-        frame = Frame(Opcode.TEXT, text.encode()).serialize(mask=False)
-        self.stats["frames"] += 1
-        slow = []
-        limit = self.limit
-        sockets = self.sockets
-        for conn in self._fair(conns):
-            websocket = sockets.get(conn)
-            if websocket is None or websocket.protocol.state is not State.OPEN:
-                continue
-            transport = websocket.transport
-            if transport.get_write_buffer_size() > limit:
-                slow.append(conn)
-                continue
-            transport.write(frame)
-            self.stats["writes"] += 1
-        for conn in slow:
-            self._close(conn, TOO_SLOW, f"too slow: more than {limit} bytes waiting to be sent")
-
     def _fair(self, conns) -> list[int]:
         """The connections in the order to write to them: each fan-out starts at another place, so that
         no connection is always the last served (writing to a thousand takes milliseconds)."""
@@ -263,14 +240,16 @@ class PusherProcess:
             order = order[self._rotation:] + order[:self._rotation]
         return order
 
-    def _write_many(self, broadcasts: list[Broadcast]) -> None:
-        """Several broadcasts: each connection gets the frames meant for it in one write (one system call
-        instead of one per message); connections that get the same frames share the joined bytes."""
-        frames = [Frame(Opcode.TEXT, b.text.encode()).serialize(mask=False) for b in broadcasts]
+    def _write(self, writes: list[tuple[Any, str]]) -> None:
+        """Texts to sets of connections: each text is framed once (a server's frames are not masked, so
+        the bytes are the same for every client), each connection gets the frames meant for it in one
+        write (one system call instead of one per message), and connections that get the same frames
+        share the joined bytes. A connection with more than ``limit`` bytes unsent is too slow: closed."""
+        frames = [Frame(Opcode.TEXT, text.encode()).serialize(mask=False) for _, text in writes]
         self.stats["frames"] += len(frames)
         wanted: dict[int, list[int]] = {}
-        for index, broadcast in enumerate(broadcasts):
-            for conn in broadcast.conns:
+        for index, (conns, _) in enumerate(writes):
+            for conn in conns:
                 got = wanted.get(conn)
                 if got is None:
                     wanted[conn] = [index]

@@ -18,6 +18,7 @@ import sys
 import tempfile
 import time
 import tomllib
+import uuid
 from decimal import Decimal
 from pathlib import Path
 from typing import Any, Callable
@@ -77,6 +78,15 @@ def free_port() -> int:
     with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as probe:
         probe.bind(("127.0.0.1", 0))
         return probe.getsockname()[1]
+
+
+def logged_on(client) -> bool:
+    """Log ``client`` on; False (to be polled again) while the exchange cannot take it yet."""
+    try:
+        client.logon()
+        return True
+    except Exception:
+        return False
 
 
 class Exchange:
@@ -190,6 +200,24 @@ class Exchange:
     def fix_gateways(self) -> list[dict]:
         """The configuration's FIX gateways (the others serve HTTP)."""
         return [g for g in self.document["gateway"]["instances"] if "fix" in g]
+
+    def admin_client(self, timeout: float = 20.0):
+        """A logged-on admin session (a ``client.sync.Client``; close it, or use it as a context manager)."""
+        from client.sync import Client  # the harness is a client of the exchange like any other
+
+        credentials = self.admin_credentials()
+        client = Client(self.fix_endpoint(), credentials["key_id"], credentials["secret"], timeout=timeout)
+        poll(lambda: logged_on(client), timeout=60, what="an admin logon")
+        return client
+
+    def open_account(self, funds: dict[str, str]):
+        """A new account, funded with ``funds`` (currency -> decimal amount): its ``NewAccount`` (account,
+        key_id, secret)."""
+        with self.admin_client() as admin:
+            account = admin.admin_create_account(request_id=f"account-{uuid.uuid4().hex}")
+            for currency, amount in funds.items():
+                admin.admin_deposit(account.account, currency, amount, request_id=f"deposit-{uuid.uuid4().hex}")
+        return account
 
     def fix_endpoint(self, gateway: int = 1) -> str:
         """The ZeroMQ endpoint of the ``gateway``-th FIX gateway (1, 2, ...)."""

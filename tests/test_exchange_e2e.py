@@ -29,19 +29,10 @@ def exchange():
 
 @pytest.fixture
 def admin(exchange):
-    credentials = exchange.admin_credentials()
-    client = Client(exchange.fix_endpoint(), credentials["key_id"], credentials["secret"], timeout=TIMEOUT)
-    poll(lambda: _logged_on(client), timeout=60, what="an admin logon")
+    client = exchange.admin_client(timeout=TIMEOUT)
     yield client
     client.close()
 
-
-def _logged_on(client: Client) -> bool:
-    try:
-        client.logon()
-        return True
-    except Exception:
-        return False
 
 
 def new_trader(exchange, admin, funds: dict[str, str], *, gateway: int = 1) -> tuple[int, Client]:

@@ -13,7 +13,6 @@ import os
 import random
 import signal
 import time
-import uuid
 from decimal import Decimal
 
 import msgpack
@@ -35,28 +34,12 @@ def exchange():
         yield running
 
 
-@pytest.fixture(scope="module")
-def admin(exchange):
-    credentials = exchange.admin_credentials()
-    client = Client(exchange.fix_endpoint(), credentials["key_id"], credentials["secret"], timeout=TIMEOUT)
-    poll(lambda: _logged_on(client), timeout=60, what="an admin logon")
-    yield client
-    client.close()
 
-
-def _logged_on(client: Client) -> bool:
-    try:
-        client.logon()
-        return True
-    except Exception:
-        return False
 
 
 class Trader:
-    def __init__(self, exchange, admin):
-        account = admin.admin_create_account(request_id=f"acct-{uuid.uuid4().hex}")
-        for currency, amount in (("USDT", "10000000"), ("BTC", "100"), ("ETH", "1000")):
-            admin.admin_deposit(account.account, currency, amount, request_id=f"dep-{uuid.uuid4().hex}")
+    def __init__(self, exchange):
+        account = exchange.open_account({"USDT": "10000000", "BTC": "100", "ETH": "1000"})
         self.account, self.key_id, self.secret = account.account, account.key_id, account.secret
         self.client = Client(exchange.fix_endpoint(), account.key_id, account.secret, timeout=TIMEOUT)
         self.client.logon()
@@ -67,8 +50,8 @@ class Trader:
 
 
 @pytest.fixture(scope="module")
-def traders(exchange, admin):
-    made = [Trader(exchange, admin) for _ in range(3)]
+def traders(exchange):
+    made = [Trader(exchange) for _ in range(3)]
     yield made
     for trader in made:
         trader.close()

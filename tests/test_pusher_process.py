@@ -96,11 +96,7 @@ class RawClient:
 @pytest.fixture(scope="module")
 def deep_book(exchange):
     """Resting buys at 300 prices of BTC-USDT: a depth snapshot of some 10 KB."""
-    admin = exchange.admin_credentials()
-    with Client(exchange.fix_endpoint(), admin["key_id"], admin["secret"], timeout=TIMEOUT) as client:
-        poll(lambda: _logged_on(client), timeout=60, what="an admin logon")
-        account = client.admin_create_account(request_id="deep-book")
-        client.admin_deposit(account.account, "USDT", "100000000", request_id="deep-book-funds")
+    account = exchange.open_account({"USDT": "100000000"})
     with Client(exchange.fix_endpoint(), account.key_id, account.secret, timeout=TIMEOUT) as trader:
         trader.logon()
         clordids = [trader.buy("BTC-USDT", "0.001", f"{20000 + 10 * i}") for i in range(300)]
@@ -109,13 +105,6 @@ def deep_book(exchange):
         stream.subscribe("depth.BTC-USDT")
         poll(lambda: len(stream.recv()["data"].get("bids", ())) == 300, timeout=TIMEOUT, what="the book")
 
-
-def _logged_on(client: Client) -> bool:
-    try:
-        client.logon()
-        return True
-    except Exception:
-        return False
 
 
 def test_a_client_that_does_not_read_is_disconnected_with_a_reason_and_the_others_go_on(exchange, deep_book):

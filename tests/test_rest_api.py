@@ -7,7 +7,6 @@ from __future__ import annotations
 
 import json
 import time
-import uuid
 from urllib.parse import urlsplit
 
 import pytest
@@ -39,21 +38,8 @@ def _up(url: str) -> bool:
 
 @pytest.fixture(scope="module")
 def trader(exchange):
-    admin = exchange.admin_credentials()
-    with Client(exchange.fix_endpoint(), admin["key_id"], admin["secret"], timeout=TIMEOUT) as client:
-        poll(lambda: _logged_on(client), timeout=60, what="an admin logon")
-        account = client.admin_create_account(request_id=f"rest-{uuid.uuid4().hex}")
-        client.admin_deposit(account.account, "USDT", "1000000", request_id=f"rest-{uuid.uuid4().hex}")
-        client.admin_deposit(account.account, "BTC", "10", request_id=f"rest-{uuid.uuid4().hex}")
-    return account
+    return exchange.open_account({"USDT": "1000000", "BTC": "10"})
 
-
-def _logged_on(client: Client) -> bool:
-    try:
-        client.logon()
-        return True
-    except Exception:
-        return False
 
 
 def signed(exchange, account, method: str, target: str, body: dict | None = None, *,
@@ -135,11 +121,7 @@ def test_order_history_lists_ended_orders_with_their_fills(exchange, trader):
     placed = signed(exchange, trader, "POST", "/api/v1/orders",
                     {"symbol": "ETH-USDT", "side": "buy", "price": "2000", "qty": "0.02", "clordid": "hist-1"})
     assert placed.status_code == 200
-    admin = exchange.admin_credentials()
-    with Client(exchange.fix_endpoint(), admin["key_id"], admin["secret"], timeout=TIMEOUT) as client:
-        client.logon()
-        seller = client.admin_create_account(request_id=f"rest-{uuid.uuid4().hex}")
-        client.admin_deposit(seller.account, "ETH", "1", request_id=f"rest-{uuid.uuid4().hex}")
+    seller = exchange.open_account({"ETH": "1"})
     with Client(exchange.fix_endpoint(), seller.key_id, seller.secret, timeout=TIMEOUT) as client:
         client.logon()
         for _ in range(2):  # two fills of 0.01

@@ -8,7 +8,6 @@ from __future__ import annotations
 import os
 import shutil
 import signal
-import uuid
 from decimal import Decimal
 from pathlib import Path
 
@@ -32,22 +31,7 @@ def exchange():
         yield running
 
 
-def open_account(exchange, funds: dict[str, str]):
-    admin = exchange.admin_credentials()
-    with Client(exchange.fix_endpoint(), admin["key_id"], admin["secret"], timeout=20) as client:
-        poll(lambda: _logged_on(client), timeout=60, what="an admin logon")
-        account = client.admin_create_account(request_id=f"ui-{uuid.uuid4().hex}")
-        for currency, amount in funds.items():
-            client.admin_deposit(account.account, currency, amount, request_id=f"ui-{uuid.uuid4().hex}")
-    return account
 
-
-def _logged_on(client: Client) -> bool:
-    try:
-        client.logon()
-        return True
-    except Exception:
-        return False
 
 
 @pytest.fixture
@@ -76,8 +60,8 @@ def balance(page: Page, asset: str) -> Decimal:
 
 
 def test_sign_in_place_see_it_open_then_a_fix_trader_fills_it(exchange, page):
-    web_trader = open_account(exchange, {"USDT": "100000"})
-    fix_trader = open_account(exchange, {"BTC": "1"})
+    web_trader = exchange.open_account({"USDT": "100000"})
+    fix_trader = exchange.open_account({"BTC": "1"})
     page.goto(exchange.http_url)
     page.wait_for_selector('#connection[data-state="open"]')
 
@@ -119,7 +103,7 @@ def test_sign_in_place_see_it_open_then_a_fix_trader_fills_it(exchange, page):
 
 
 def test_cancel_and_amend_from_the_page(exchange, page):
-    trader = open_account(exchange, {"USDT": "100000"})
+    trader = exchange.open_account({"USDT": "100000"})
     page.goto(exchange.http_url)
     page.fill("#key", trader.key_id)
     page.fill("#secret", trader.secret)
@@ -140,8 +124,8 @@ def test_cancel_and_amend_from_the_page(exchange, page):
 
 
 def test_the_page_reconnects_by_itself_when_the_pusher_restarts(exchange, page):
-    seller = open_account(exchange, {"BTC": "1"})
-    buyer = open_account(exchange, {"USDT": "100000"})
+    seller = exchange.open_account({"BTC": "1"})
+    buyer = exchange.open_account({"USDT": "100000"})
     page.goto(exchange.http_url)
     page.wait_for_selector('#connection[data-state="open"]')
     before = exchange.program_pid("pusher")
