@@ -245,7 +245,9 @@ def exchange_pids(exchange: Exchange) -> dict[str, int]:
             continue
         for program in ("gateway", "sequencer", "engine", "quotation", "pusher"):
             if f"-m {program}.main" in command:
-                pids[program] = child.pid
+                # gateways by their index: the FIX one is gateway (index 0), others gateway-<index>
+                index = command.split("--index ")[1].split()[0] if "--index " in command else "0"
+                pids[program if index == "0" else f"{program}-{index}"] = child.pid
     return pids
 
 
