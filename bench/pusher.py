@@ -20,8 +20,9 @@ What runs, all on this machine:
    logged-on FIX sessions, buys and sells crossing in pairs, so ``rate`` trades a second take
    ``2 x rate`` orders a second.
 
-For each rate (trades/s): the counters start, the load runs ``--duration`` seconds, the tail drains,
-and the counters stop. Then the baseline, in the same run: the lowest rate once more with only the
+For each rate (trades/s): the counters start, the load runs ``--duration`` seconds, and the counters
+stop once the samples have received nothing for a second (all of the step's market data has arrived,
+so no step counts the tail of the one before). Then the baseline, in the same run: the lowest rate once more with only the
 samples connected (``baseline_samples_alone``; ``fan_out_ratio_p50`` is the full run's p50 over it). Reported per rate: trades achieved, latency percentiles (HdrHistogram), messages
 a second delivered over all subscribers, the bytes each drain connection received (min/max: all served
 alike), connections closed, breaks in the depth and trade chains seen by the samples (must be 0), and
@@ -60,7 +61,8 @@ from tests.harness import Exchange  # noqa: E402
 
 CHANNELS = ["trades.BTC-USDT", "depth.BTC-USDT"]
 CLIENT_TIMEOUT_S = 120.0
-TAIL_S = 1.0  # after the load, for the last messages to arrive before the counters stop
+QUIET_S = 1.0  # after the load, the counters stop once the samples got nothing for this long
+QUIET_TIMEOUT_S = 120.0
 TARGET_P99_MS = 10.0
 
 
@@ -140,6 +142,18 @@ class Subscribers:
         for _, _, pipe in self.processes:
             self._expect(pipe, "started")
 
+    def wait_quiet(self, quiet_s: float, timeout_s: float) -> None:
+        """Until the samples have received nothing for ``quiet_s``: the market data of the orders
+        answered so far has all arrived (an exchange past its capacity delivers it seconds late)."""
+        pipe = next(pipe for kind, _, pipe in self.processes if kind == "sample")
+        deadline = time.monotonic() + timeout_s
+        while time.monotonic() < deadline:
+            pipe.send(("last",))
+            last_ns = self._expect(pipe, "last")
+            if time.time_ns() - last_ns >= quiet_s * 1e9:
+                return
+            time.sleep(quiet_s / 4)
+
     def stop(self) -> tuple[dict, list[dict]]:
         for _, _, pipe in self.processes:
             pipe.send(("stop",))
@@ -176,8 +190,8 @@ def measure(rate: int, settings: Settings, generators: Generators, subscribers: 
     before = cpu.sample()
     started = time.monotonic()
     step = generators.step("pipeline", 2 * rate, settings.duration_s, step_id, ProcessCpu({}))
-    time.sleep(TAIL_S)
-    window_s = time.monotonic() - started
+    subscribers.wait_quiet(QUIET_S, QUIET_TIMEOUT_S)
+    window_s = time.monotonic() - started - QUIET_S
     after = cpu.sample()
     sample, drains = subscribers.stop()
     latencies_us = sample["latencies_us"]
@@ -195,9 +209,9 @@ def measure(rate: int, settings: Settings, generators: Generators, subscribers: 
         "rate_trades_per_s": rate,
         "orders_per_s_offered": 2 * rate,
         "orders_per_s_achieved": round(step.achieved_per_s),
-        # over the time until the last order was answered (an exchange past its capacity takes longer
-        # than the planned duration to trade them all)
-        "trades_per_s_achieved": round(trades_seen / max(settings.duration_s, window_s - TAIL_S)),
+        # the order path's rate (two orders a trade), over the time until the last order was answered:
+        # an exchange past its capacity takes longer than the planned duration to trade them all
+        "trades_per_s_achieved": round(step.achieved_per_s / 2),
         "trades_seen_per_sample": round(trades_seen),
         "latency_samples": int(len(latencies_us)),
         "p50_ms": pct(50), "p90_ms": pct(90), "p99_ms": pct(99), "p999_ms": pct(99.9),

@@ -13,7 +13,8 @@ Two kinds, each in processes of their own:
   no gap or repeat.
 
 Commands on the pipe: ``("start",)`` zeroes the counters, ``("stop",)`` answers with the counts (and,
-for samples, the latencies in microseconds), ``("close",)`` ends the process.
+for samples, the latencies in microseconds), ``("last",)`` (samples) answers when the last message
+arrived, ``("close",)`` ends the process.
 """
 
 from __future__ import annotations
@@ -129,13 +130,13 @@ async def _sample(pipe: Any, options: dict) -> None:
         for channel in options["channels"]:
             await connection.send(json.dumps({"op": "subscribe", "channel": channel}))
     state = {"measuring": False, "latencies_us": [], "messages": 0, "trades": 0, "bytes": 0,
-             "depth_breaks": 0, "trade_breaks": 0}
+             "depth_breaks": 0, "trade_breaks": 0, "last_ns": 0}
 
     async def read(connection) -> None:
         last_u = None
         last_id = None
         async for text in connection:
-            received_ns = time.time_ns()
+            received_ns = state["last_ns"] = time.time_ns()
             message = json.loads(text)
             if "event" in message:  # the answers to the subscribe requests
                 continue
@@ -173,6 +174,10 @@ async def _sample(pipe: Any, options: dict) -> None:
             state.update(measuring=True, latencies_us=[], messages=0, trades=0, bytes=0)
             cpu_start = time.process_time()
             pipe.send(("started",))
+        elif command[0] == "last":  # when the last message arrived (the driver waits for quiet)
+            pipe.send(("last", state["last_ns"]))
+        elif command[0] == "last":  # when the last message arrived (the driver waits for quiet)
+            pipe.send(("last", state["last_ns"]))
         elif command[0] == "stop":
             state["measuring"] = False
             pipe.send(("stats", {"latencies_us": np.array(state["latencies_us"], dtype=np.int64),
