@@ -59,6 +59,8 @@ from gateway.validation import BusinessReject, Context, SessionReject
 
 log = logging.getLogger("gateway.core")
 
+NOT_SYNCED_TEXT = "logon refused: the exchange is starting (no word from the engine yet); log on again in a moment"
+
 F = FIELDS
 M = MSG_TYPES
 NS_PER_S = 1_000_000_000
@@ -298,6 +300,8 @@ class GatewayCore:
             if replay_key in self._seen_logons:
                 raise SessionReject(SessionRejectReason.SIGNATURE_PROBLEM,
                                     "logon refused: this signed Logon was already used", F.RAW_DATA)
+            if not self.synced:
+                raise SessionReject(SessionRejectReason.OTHER, NOT_SYNCED_TEXT)
         except SessionReject as reject:
             log.info("logon refused: %s", reject.text)
             return [self._send_outside(identity, self._reject_body(reject, message), now),
@@ -322,13 +326,24 @@ class GatewayCore:
                  ", admin" if session.admin else "")
         return session
 
-    def open_trusted_session(self, identity: bytes, credential: Credential) -> Session:
+    def open_trusted_session(self, identity: bytes, credential: Credential) -> Session | None:
         """A logged-on session without a Logon, for a front door that authenticates every request itself
-        (the REST API: a signature per request). Its MsgSeqNums start at 1."""
+        (the REST API: a signature per request). Its MsgSeqNums start at 1. None while the gateway has
+        not heard from the engine yet (``synced``)."""
         existing = self._by_identity.get(identity)
         if existing is not None:
             return existing
+        if not self.synced:
+            return None
         return self._open(identity, credential, 0, self.clock())
+
+    @property
+    def synced(self) -> bool:
+        """Whether a message on this gateway's report topic has arrived: the subscription is in place,
+        so the reports of anything sent from now on reach this gateway. Until then no session is opened:
+        the engine may be starting, and the answer to a command sent now could be published before the
+        subscription reaches it, and lost (a heartbeat would then only show the counter past it)."""
+        return self._next_n is not None
 
     def _in_session(self, session: Session, msg_type: str, message: dict, now: int) -> list[Action]:
         try:

@@ -260,7 +260,8 @@ class HttpGateway:
     async def _submit(self, credential, message: dict) -> web.Response:
         """Through the core as a FIX client's message; the core's first answer about it is the answer."""
         identity = b"rest:" + credential.key_id.encode()
-        self.core.open_trusted_session(identity, credential)
+        if self.core.open_trusted_session(identity, credential) is None:
+            raise RestError(503, "the exchange is starting: try again in a moment")
         counter = self.seq.setdefault(identity, itertools.count(1))
         msg_seq_num = next(counter)
         message[F.MSG_SEQ_NUM] = msg_seq_num

@@ -16,6 +16,7 @@ import socket
 import subprocess
 import sys
 import tempfile
+import threading
 import time
 import tomllib
 import uuid
@@ -80,6 +81,10 @@ def free_port() -> int:
         return probe.getsockname()[1]
 
 
+def _exit_on_sigterm(signum: int, frame: Any) -> None:
+    raise SystemExit(128 + signum)
+
+
 def logged_on(client) -> bool:
     """Log ``client`` on; False (to be polled again) while the exchange cannot take it yet."""
     try:
@@ -116,6 +121,13 @@ class Exchange:
     # --- lifecycle ------------------------------------------------------------------------------------
 
     def start(self) -> "Exchange":
+        if self.process is not None and self.process.poll() is None:
+            return self  # started already (``with Exchange() as exchange`` starts it)
+        # A driver stopped by SIGTERM (a `timeout`, say) unwinds like on an exception, so that the exchange
+        # it started (in a session of its own, which outlives the driver) is stopped too.
+        if (threading.current_thread() is threading.main_thread()
+                and signal.getsignal(signal.SIGTERM) is signal.SIG_DFL):
+            signal.signal(signal.SIGTERM, _exit_on_sigterm)
         environment = {**os.environ, "EXCHANGE_CONFIG": str(self.config_path)}
         self.process = subprocess.Popen(
             [sys.executable, "-m", "common.launch", "--config", str(self.config_path)],

@@ -41,7 +41,7 @@ USDT = 2  # asset ids of the default configuration: BTC, ETH, USDT
 class Gateway:
     """A core with a clock, a credential store and clients that number their messages."""
 
-    def __init__(self, tmp_path):
+    def __init__(self, tmp_path, *, synced_at: int = 0):
         document = default_document()
         document["paths"]["data_dir"] = str(tmp_path)
         document["gateway"].update(heartbeat_s=HEARTBEAT_S, logon_window_ms=5000)
@@ -53,6 +53,11 @@ class Gateway:
         self.core = GatewayCore(self.config, self.instance, self.store, clock=lambda: self.now, epoch=EPOCH)
         self.next_seq: dict[bytes, int] = {}
         self.n = 0
+        self.heartbeat(synced_at)  # the engine's first word: sessions may open from now on (GatewayCore.synced)
+
+    def heartbeat(self, n: int, epoch: int = 1) -> list:
+        return self.core.on_report(ReportMessage(gateway_topic(self.instance.id), n, np.zeros(0, EVENT_DTYPE), [],
+                                                 epoch, heartbeat=True))
 
     def close(self) -> None:
         self.store.close()
@@ -509,6 +514,8 @@ def test_create_account_refused_when_no_account_is_left(gw, tmp_path):
     config = parse_config(document)
     with CredentialStore.open(config) as store:
         core = GatewayCore(config, config.gateway.instances[0], store, clock=lambda: T0)
+        core.on_report(ReportMessage(gateway_topic(config.gateway.instances[0].id), 0, np.zeros(0, EVENT_DTYPE),
+                                     [], 1, heartbeat=True))
         key_id, secret = store.create_admin_key()
         core.on_client(b"a", encode({"MsgType": "A", "MsgSeqNum": 1, "SendingTime": T0, "Username": key_id,
                                      "RawData": sign_logon(bytes.fromhex(secret), T0, 1, key_id)}))
@@ -897,13 +904,38 @@ def heartbeat(gw: Gateway, n: int, epoch: int = 1) -> list:
                                            heartbeat=True))
 
 
-def test_a_heartbeat_naming_a_message_not_seen_asks_for_it(gw):
+def test_a_heartbeat_naming_a_message_not_seen_asks_for_it(tmp_path):
+    gw = Gateway(tmp_path, synced_at=4)  # a fresh gateway follows from the engine's next message
     account = gw.connect_trader()
-    assert heartbeat(gw, 4) == []  # a fresh gateway follows from the next message
     assert len(gw.report(accepted_pair(gw, account, 5), n=5)) == 1
     assert heartbeat(gw, 5) == []  # all seen
     [resend] = heartbeat(gw, 6)  # n=6 was published and lost
     assert resend.query["from"] == 6
+    gw.close()
+
+
+def test_no_session_opens_before_the_engine_has_been_heard_from(tmp_path):
+    document = default_document()
+    document["paths"]["data_dir"] = str(tmp_path)
+    config = parse_config(document)
+    with CredentialStore.open(config) as store:
+        core = GatewayCore(config, config.gateway.instances[0], store, clock=lambda: T0)
+        account = store.allocate_account()
+        key_id, secret = store.create_key(account)
+        credential = store.lookup(key_id)
+
+        def logon(seq: int) -> list:
+            return core.on_client(b"c", encode({"MsgType": "A", "MsgSeqNum": seq, "SendingTime": T0 + seq,
+                                                "Username": key_id,
+                                                "RawData": sign_logon(bytes.fromhex(secret), T0 + seq, seq, key_id)}))
+
+        refused, logout = messages(logon(1))
+        assert refused["MsgType"] == "3" and "the exchange is starting" in refused["Text"]
+        assert logout["MsgType"] == "5" and core.open_trusted_session(b"rest", credential) is None
+        core.on_report(ReportMessage(gateway_topic(config.gateway.instances[0].id), 7, np.zeros(0, EVENT_DTYPE),
+                                     [], 1, heartbeat=True))
+        assert only(logon(2))["MsgType"] == "A"
+        assert core.open_trusted_session(b"rest", credential) is not None
 
 
 def test_a_heartbeat_of_a_restarted_engine_asks_for_its_reports_from_one(gw):

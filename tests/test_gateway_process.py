@@ -103,6 +103,9 @@ class FakeExchange:
             remaining = deadline - time.monotonic()
             assert remaining > 0 and process.poll() is None, f"gateway {name} did not start"
             if self.reports.poll(int(remaining * 1000)) and self.reports.recv() == b"\x01" + topic:
+                # as the engine does when it goes live: the gateway takes sessions once it has heard it
+                self.reports.send_multipart(encode_report(ReportMessage(
+                    topic, 0, np.zeros(0, dtype=EVENT_DTYPE), [], heartbeat=True)))
                 return process
 
     def client(self, name: str = "gw-1") -> "Client":
@@ -150,11 +153,17 @@ class Client:
         self.socket.send(encode({"MsgType": msg_type, "MsgSeqNum": self.seq, **fields}))
 
     def logon(self, key_id: str, secret: str) -> dict:
-        self.seq += 1
-        now = time.time_ns()
-        self.socket.send(encode({"MsgType": "A", "MsgSeqNum": self.seq, "SendingTime": now, "Username": key_id,
-                                 "RawData": sign_logon(bytes.fromhex(secret), now, self.seq, key_id)}))
-        return self.receive()
+        """The gateway's answer to a Logon; sent again (bounded) while the gateway says it is starting."""
+        deadline = time.monotonic() + TIMEOUT_S
+        while True:
+            self.seq += 1
+            now = time.time_ns()
+            self.socket.send(encode({"MsgType": "A", "MsgSeqNum": self.seq, "SendingTime": now, "Username": key_id,
+                                     "RawData": sign_logon(bytes.fromhex(secret), now, self.seq, key_id)}))
+            answer = self.receive()
+            if "the exchange is starting" not in answer.get("Text", "") or time.monotonic() > deadline:
+                return answer
+            self.receive()  # its Logout
 
     def receive(self, timeout: float = TIMEOUT_S) -> dict:
         assert self.socket.poll(int(timeout * 1000)), "no message from the gateway"
