@@ -156,9 +156,11 @@ class HttpGateway:
         return value
 
     async def info(self, request: web.Request) -> web.Response:
-        """Where the live feeds are: the pusher's WebSocket (docs/market-data.md)."""
+        """Where the live feeds are (the pusher's WebSocket, docs/market-data.md), and whether private
+        requests are taken yet (``ready``: the gateway has heard from the engine since it started)."""
         pusher = self.config.pusher
-        return web.json_response({"pusher": f"ws://{pusher.host}:{pusher.port}", "gateway": self.instance.name})
+        return web.json_response({"pusher": f"ws://{pusher.host}:{pusher.port}", "gateway": self.instance.name,
+                                  "ready": self.core.synced})
 
     async def symbols_list(self, request: web.Request) -> web.Response:
         out = []

@@ -19,6 +19,7 @@ import tempfile
 import threading
 import time
 import tomllib
+import urllib.request
 import uuid
 from decimal import Decimal
 from pathlib import Path
@@ -142,7 +143,17 @@ class Exchange:
         for gateway in range(1, len(self.fix_gateways) + 1):
             poll(lambda: self._answers_admin(gateway), timeout=max(1.0, deadline - time.monotonic()),
                  interval=0.5, what=f"gateway {gateway} and the engine to answer an admin session")
+        if any("http" in g for g in self.document["gateway"]["instances"]):
+            poll(self._http_ready, timeout=max(1.0, deadline - time.monotonic()), interval=0.2,
+                 what="the HTTP gateway to take private requests")
         return self
+
+    def _http_ready(self) -> bool:
+        try:
+            with urllib.request.urlopen(f"{self.http_url}/api/v1/info", timeout=2) as answer:
+                return bool(json.loads(answer.read()).get("ready"))
+        except (OSError, ValueError):
+            return False
 
     def _answers_admin(self, gateway: int) -> bool:
         """Ready: an admin session logs on and the engine answers its balance query."""
