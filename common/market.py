@@ -104,10 +104,6 @@ def decode_publication(frames: list[bytes]) -> tuple[str, int, int, dict[str, An
         raise MarketError(f"malformed market data message: {exc}") from None
 
 
-def encode_query(query: dict[str, Any]) -> bytes:
-    return msgpack.packb(query, use_bin_type=True)
-
-
 def decode_query(frame: bytes) -> dict[str, Any]:
     try:
         query = msgpack.unpackb(frame, raw=False)

@@ -6,7 +6,6 @@ Connections are numbers (``connect(conn)``). Every method returns a list of acti
 
 - ``Send(conn, text)``: one JSON text to one connection;
 - ``Broadcast(conns, text)``: the same text to every connection of a channel (encoded once);
-- ``Close(conn, code, reason)``;
 - ``AskQuotation(query)`` / ``AskEngine(query)``: a query map with its ``id``; the reply comes back
   through ``on_quotation_reply`` / ``on_engine_reply``;
 - ``Listen(account, on)``: subscribe to (or leave) the engine's topic of an account.
@@ -33,7 +32,7 @@ import json
 import logging
 from dataclasses import dataclass, field
 from decimal import Decimal
-from typing import Any, Callable, Iterable, Protocol
+from typing import Any, Callable, Protocol
 
 from common.config import ExchangeConfig
 from common.market import DEPTH, KLINE, TICKER, TRADES, MarketError, parse_channel
@@ -47,7 +46,6 @@ ORDERS, FILLS, BALANCES = "orders", "fills", "balances"
 PRIVATE_CHANNELS = (ORDERS, FILLS, BALANCES)
 TRADES_PAGE = 1_000  # trades asked of quotation at a time when filling a gap
 MAX_TEXT = 4_096  # characters of a client request
-CLOSE_POLICY = 1008  # WebSocket close code: policy violation (a client too slow to keep up)
 
 
 # --- actions ----------------------------------------------------------------------------------------------
@@ -66,13 +64,6 @@ class Broadcast:
 
 
 @dataclass(frozen=True, slots=True)
-class Close:
-    conn: int
-    code: int
-    reason: str
-
-
-@dataclass(frozen=True, slots=True)
 class AskQuotation:
     query: dict
 
@@ -88,7 +79,7 @@ class Listen:
     on: bool
 
 
-Action = Send | Broadcast | Close | AskQuotation | AskEngine | Listen
+Action = Send | Broadcast | AskQuotation | AskEngine | Listen
 
 
 class Credentials(Protocol):
@@ -331,10 +322,6 @@ class PusherCore:
         return then(reply)
 
     on_engine_reply = on_quotation_reply
-
-    def forget_query(self, query_id: int) -> None:
-        """A query that will get no answer (its peer did not take it): dropped."""
-        self._asked.pop(query_id, None)
 
     # --- quotation's channels ------------------------------------------------------------------------------
 
@@ -695,13 +682,3 @@ _OPS: dict[str, Callable[[PusherCore, _Conn, dict, Any], list[Action]]] = {
     "ping": PusherCore._ping,
 }
 
-
-def conns_of(actions: Iterable[Action]) -> set[int]:
-    """Every connection the actions send to (for tests)."""
-    out: set[int] = set()
-    for action in actions:
-        if isinstance(action, Send):
-            out.add(action.conn)
-        elif isinstance(action, Broadcast):
-            out |= set(action.conns)
-    return out

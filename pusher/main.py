@@ -43,7 +43,7 @@ from common.credentials import CredentialStore
 from common.heap import HeapKeeper
 from common.market import MarketError, decode_publication
 from common.reports import ReportError, account_topic, decode_report
-from pusher.core import AskEngine, AskQuotation, Broadcast, Close, Listen, PusherCore, Send
+from pusher.core import AskEngine, AskQuotation, Broadcast, Listen, PusherCore, Send
 
 log = logging.getLogger("pusher")
 
@@ -223,8 +223,6 @@ class PusherProcess:
             elif kind is Listen:
                 option = zmq.SUBSCRIBE if action.on else zmq.UNSUBSCRIBE
                 self.accounts.setsockopt(option, account_topic(action.account))
-            elif kind is Close:
-                self._close(action.conn, action.code, action.reason)
 
     def _ask(self, sock: zmq.asyncio.Socket, query: dict) -> None:
         frame = msgpack.packb(query, use_bin_type=True)

@@ -169,7 +169,6 @@ class _Symbol:
         self.bars: list[Bar | None] = [None] * len(INTERVALS)
         self.closed_through = [-1] * len(INTERVALS)  # open_time of the last bar published as closed
         self.window: deque[Bar] = deque()  # finished one-minute bars inside the ticker's window
-        self.window_sums = [0, 0, 0]  # their volume, quote volume, trades
         self.window_end = 0  # ms: the latest time the ticker has seen (trades and ticks)
         # this turn's output
         self.new_trades: list[Trade] = []
@@ -389,19 +388,13 @@ class QuotationCore:
         if s.window and s.window[-1].open_time >= bar.open_time:
             return
         s.window.append(Bar.from_row(bar.row()))
-        s.window_sums[0] += bar.volume
-        s.window_sums[1] += bar.quote_volume
-        s.window_sums[2] += bar.trades
         self._window_expire(s)
 
     def _window_expire(self, s: _Symbol) -> bool:
         start = self._window_start(s)
         expired = False
         while s.window and s.window[0].open_time < start:
-            bar = s.window.popleft()
-            s.window_sums[0] -= bar.volume
-            s.window_sums[1] -= bar.quote_volume
-            s.window_sums[2] -= bar.trades
+            s.window.popleft()
             expired = True
         return expired
 
