@@ -19,6 +19,7 @@ from common.config import ExchangeConfig
 from common.records import COMMAND_DTYPE, EVENT_DTYPE
 from engine import inspection
 from engine.digest import state_digest
+from engine.jit import entry_point
 from engine.kernels import BATCH_DONE, BATCH_GROW, BATCH_SPLIT, apply_batch
 from engine.layout import P_NEED_EVENTS, EngineArrays, allocate
 
@@ -31,6 +32,12 @@ class Engine:
         self.arrays: EngineArrays = allocate(config)
         self._kernel_args = self.arrays.kernel_args()
         self._set_event_buffer(config.engine.event_buffer)
+        # Commands arrive as a writable, aligned, C-contiguous 1-D array (the service copies each batch):
+        # for those the compiled kernel is called directly (engine.jit.entry_point); anything else goes
+        # through the dispatcher, which checks types.
+        sample = np.zeros(1, dtype=COMMAND_DTYPE)
+        self._apply_batch = entry_point(apply_batch, (sample, 0, 0, self._events, self._event_words,
+                                                      *self._kernel_args))
 
     def _set_event_buffer(self, capacity: int) -> None:
         self._events = np.zeros(capacity, dtype=EVENT_DTYPE)
@@ -52,8 +59,11 @@ class Engine:
         if commands.dtype != COMMAND_DTYPE:
             raise TypeError(f"commands must be a COMMAND_DTYPE array, got {commands.dtype}")
         start, stop = 0, len(commands)
+        flags = commands.flags
+        direct = commands.ndim == 1 and flags.c_contiguous and flags.writeable and flags.aligned
+        kernel = self._apply_batch if direct else apply_batch
         while start < stop:
-            start, written, status = apply_batch(
+            start, written, status = kernel(
                 commands, start, stop, self._events, self._event_words, *self._kernel_args
             )
             if written:

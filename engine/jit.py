@@ -57,3 +57,18 @@ def kernel(function=None, *, inline: bool = False):
     if function is None:
         return njit(**options)
     return njit(**options)(function)
+
+
+def entry_point(dispatcher, sample_args: tuple):
+    """The compiled function of ``dispatcher`` for exactly the types of ``sample_args``, to call without
+    the dispatcher.
+
+    A dispatcher call works out the type of every argument before it unboxes them: with apply_batch's
+    fourteen arguments that is 0.9 of the call's 1.2 us, paid on every batch (a live batch is often one
+    command). The entry point only unboxes, and trusts the types: call it only with arguments of the
+    sample's types (same dtypes, dimensions, layout and writability), else call the dispatcher.
+    """
+    signature = tuple(numba.typeof(arg) for arg in sample_args)
+    dispatcher.compile(signature)
+    return dispatcher.overloads[signature].entry_point
+

@@ -1,0 +1,55 @@
+"""engine.layout.zeroed: the engine's big arrays, in huge pages, behave as np.zeros arrays do."""
+
+from __future__ import annotations
+
+import os
+
+import numpy as np
+
+from engine.layout import HUGE_PAGE, INDEX_DTYPE, ORDER_DTYPE, zeroed
+
+
+def test_small_arrays_are_plain_numpy_zeros():
+    array = zeroed(100, INDEX_DTYPE)
+    assert array.shape == (100,) and array.dtype == INDEX_DTYPE
+    assert not array.view(np.uint8).any()
+
+
+def test_large_arrays_are_zero_writable_and_aligned_to_huge_pages():
+    count = 3 * HUGE_PAGE // ORDER_DTYPE.itemsize + 7  # not a whole number of huge pages
+    array = zeroed(count, ORDER_DTYPE)
+    assert array.shape == (count,) and array.dtype == ORDER_DTYPE
+    assert array.ctypes.data % HUGE_PAGE == 0
+    assert not array.view(np.uint8).any()
+    array[-1]["order_id"] = 42
+    assert array[-1]["order_id"] == 42
+    two_d = zeroed((HUGE_PAGE // 16, 3), np.dtype([("available", "<i8"), ("frozen", "<i8")]))
+    assert two_d.shape == (HUGE_PAGE // 16, 3)
+    two_d[5, 2]["frozen"] = 7
+    assert int(two_d["frozen"].sum()) == 7
+
+
+def test_a_forked_child_sees_the_arrays_as_they_were():
+    # The snapshot writer is a forked child: the parent's later writes must not reach it, nor its writes
+    # the parent (the memory is private, not shared).
+    array = zeroed(HUGE_PAGE // 8, np.int64)
+    array[0] = 1
+    read_end, write_end = os.pipe()
+    go_read, go_write = os.pipe()
+    pid = os.fork()
+    if pid == 0:  # pragma: no cover - the child
+        try:
+            os.read(go_read, 1)  # wait until the parent has written
+            array[1] = 99
+            os.write(write_end, bytes([int(array[0])]))
+        finally:
+            os._exit(0)
+    array[0] = 2
+    os.write(go_write, b"x")
+    seen = os.read(read_end, 1)
+    _, status = os.waitpid(pid, 0)
+    for fd in (read_end, write_end, go_read, go_write):
+        os.close(fd)
+    assert os.waitstatus_to_exitcode(status) == 0
+    assert seen == bytes([1])
+    assert array[1] == 0
