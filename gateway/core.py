@@ -29,12 +29,11 @@ from collections import OrderedDict
 from dataclasses import dataclass, field
 from typing import Any, Callable, Protocol
 
-import msgpack
 import numpy as np
 
 from common.config import ExchangeConfig, GatewayInstance
 from common.credentials import CreatedAccount, Credential, CredentialsError
-from common.intake import Envelope
+from common.intake import Envelope, encode_submissions
 from common.protocol import (
     ADMIN_CREATE_ACCOUNT,
     ADMIN_DEPOSIT,
@@ -95,7 +94,7 @@ class ToClient:
 
 @dataclass(frozen=True, slots=True)
 class Submit:
-    """A command for the sequencer: frames ``[record, envelope]`` (common/intake.py)."""
+    """A command for the sequencer (common/intake.py; ``gateway.main`` sends those of a turn together)."""
 
     record: bytes  # one COMMAND_DTYPE record
     envelope: Envelope
@@ -104,7 +103,8 @@ class Submit:
 
     @property
     def frames(self) -> list[bytes]:
-        return [self.record, msgpack.packb(self.envelope.pack(), use_bin_type=True)]
+        """The command alone as a submission."""
+        return encode_submissions([self.record], [self.envelope])
 
     @property
     def command(self) -> np.void:

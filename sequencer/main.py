@@ -31,7 +31,7 @@ import zmq
 from common.heap import HeapKeeper
 from common.signals import StopSignals
 from common.config import ConfigError, ExchangeConfig, load_config
-from common.intake import IntakeError, decode_submission
+from common.intake import IntakeError, decode_submissions
 from common.journal import Journal, JournalCompacted, JournalFull
 from common.records import COMMAND_DTYPE
 from common.stream import (
@@ -158,9 +158,8 @@ class SequencerProcess:
                 frames = self.intake.recv_multipart(zmq.NOBLOCK)
             except zmq.Again:
                 break
-            self.counters.submissions += 1
             try:
-                record, envelope = decode_submission(frames)
+                records, envelopes = decode_submissions(frames)
             except IntakeError as exc:
                 # The gateway sends only well-formed submissions: this is a bug or a stranger. Log the
                 # first of each period; the count is in the periodic line.
@@ -168,7 +167,9 @@ class SequencerProcess:
                     log.warning("dropped a malformed submission (%d frames): %s", len(frames), exc)
                 self.counters.malformed += 1
                 continue
-            self.sequencer.submit(record, envelope)
+            self.counters.submissions += len(envelopes)
+            for index, envelope in enumerate(envelopes):
+                self.sequencer.submit(records[index : index + 1], envelope)
         published = False
         while self.sequencer.pending:
             try:

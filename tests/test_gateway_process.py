@@ -23,7 +23,7 @@ import zmq
 
 from common.config import CONFIG_ENV_VAR, default_document, parse_config
 from common.credentials import CredentialStore
-from common.intake import decode_submission
+from common.intake import decode_submissions
 from common.protocol import decode, encode, sign_logon
 from common.records import EVENT_DTYPE, CommandKind, EventKind, OrderType, Side, TimeInForce
 from common.reports import ReportMessage, encode_report, gateway_topic
@@ -79,6 +79,7 @@ class FakeExchange:
         self.context = zmq.Context()
         self.sockets: list[zmq.Socket] = []
         self.intake = self._socket(zmq.PULL, self.config.sequencer.intake)
+        self.pending: list[tuple[np.void, Any]] = []  # commands received, not yet looked at
         self.reports = self._socket(zmq.XPUB, self.config.engine.reports)
         self.queries = self._socket(zmq.ROUTER, self.config.engine.queries)
         self.processes: list[subprocess.Popen] = []
@@ -114,9 +115,12 @@ class FakeExchange:
         return client
 
     def submission(self) -> tuple[np.void, Any]:
-        assert self.intake.poll(int(TIMEOUT_S * 1000)), "nothing reached the sequencer"
-        record, envelope = decode_submission(self.intake.recv_multipart())
-        return record[0], envelope
+        """The next command the gateway sent (it sends those of a loop turn in one message)."""
+        if not self.pending:
+            assert self.intake.poll(int(TIMEOUT_S * 1000)), "nothing reached the sequencer"
+            records, envelopes = decode_submissions(self.intake.recv_multipart())
+            self.pending.extend(zip(records, envelopes))
+        return self.pending.pop(0)
 
     def publish(self, gateway: int, events: np.ndarray, items: list[dict]) -> None:
         n = self.n[gateway] = self.n.get(gateway, 0) + 1

@@ -17,7 +17,7 @@ import pytest
 import zmq
 
 from common.config import Durability, default_document, parse_config_text
-from common.intake import Envelope, encode_submission
+from common.intake import Envelope, IntakeError, decode_submissions, encode_submission, encode_submissions
 from common.journal import Journal
 from common.records import COMMAND_DTYPE, CommandKind, command
 from common.stream import Duplicate, Heartbeat, Refused, SequencedBatch, decode, encode_replay_request
@@ -151,6 +151,31 @@ class TestSequencing:
         assert batch.records["seq"].tolist() == [2, 3, 4] and batch.head == 5
         past = core.replay(6, 10)
         assert len(past.records) == 0 and past.head == 5
+
+
+class TestIntakeFormat:
+    def test_several_commands_round_trip_in_order(self):
+        records = [order(a, 10 + a) for a in range(3)]
+        envelopes = [Envelope(a, f"c{a}", "o" if a == 1 else "") for a in range(3)]
+        decoded, got = decode_submissions(encode_submissions([r.tobytes() for r in records], envelopes))
+        assert decoded.tobytes() == b"".join(r.tobytes() for r in records) and got == envelopes
+        assert decoded.flags.writeable
+
+    @pytest.mark.parametrize("frames", [
+        [b""], [b"", b"\x90"], [b"x" * 81, b"\x91\x80"], [b"x" * 80, b"\x92\x80\x80"], [b"x" * 80, b"\x80"],
+        [b"x" * 80, b"\x91\x01"], [b"x" * 80, b"\xc1"],
+    ])
+    def test_malformed_frames_are_refused(self, frames):
+        with pytest.raises(IntakeError):
+            decode_submissions(frames)
+
+    def test_encoding_needs_an_envelope_per_whole_record(self):
+        with pytest.raises(ValueError):
+            encode_submissions([], [])
+        with pytest.raises(ValueError):
+            encode_submissions([order(1).tobytes()], [])
+        with pytest.raises(ValueError):
+            encode_submissions([b"short"], [Envelope(1, "x")])
 
 
 class TestRefusals:
@@ -402,6 +427,30 @@ def test_submissions_come_out_as_journaled_batches_in_order(sequencer_process):
                  readonly=True) as journal:
         assert journal.read(1, 100).records.tobytes() == records.tobytes()
     assert "sequencer started" in sequencer.log() and "last seq 0" in sequencer.log()
+
+
+def test_a_submission_of_several_commands_is_sequenced_in_its_order_with_the_others(sequencer_process):
+    sequencer = sequencer_process()
+    sequencer.submit(order(1, 1), Envelope(1, "a"))
+    several = [(order(account, 10 + account), Envelope(2, f"m{account}")) for account in range(2, 7)]
+    sequencer.push.send_multipart(encode_submissions([record.tobytes() for record, _ in several],
+                                                     [envelope for _, envelope in several]))
+    sequencer.submit(order(7, 7), Envelope(1, "z"))
+    batches = sequencer.sequenced(7)
+    envelopes = [e for b in batches for e in b.envelopes]
+    records = np.concatenate([b.records for b in batches])
+    assert envelopes == [Envelope(1, "a"), *[e for _, e in several], Envelope(1, "z")]
+    assert records["seq"].tolist() == list(range(1, 8))
+    assert records["account"].tolist() == list(range(1, 8))
+
+
+def test_a_submission_whose_envelopes_do_not_match_its_records_is_dropped_whole(sequencer_process):
+    sequencer = sequencer_process()
+    frames = encode_submissions([order(1).tobytes(), order(2).tobytes()], [Envelope(1, "x"), Envelope(1, "y")])
+    sequencer.push.send_multipart([frames[0], encode_submissions([order(3).tobytes()], [Envelope(1, "w")])[1]])
+    sequencer.submit(order(4), Envelope(1, "ok"))
+    batch = sequencer.sequenced(1)[0]
+    assert (batch.first, batch.last, batch.envelopes) == (1, 1, [Envelope(1, "ok")])
 
 
 def test_a_resend_gives_a_duplicate_notice_and_no_new_seq(sequencer_process):
