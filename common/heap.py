@@ -20,6 +20,9 @@ milliseconds during which nothing is matched, sequenced or routed (the pipeline 
 
 Usage: ``keeper = HeapKeeper(); keeper.started()`` once the process is ready; then
 ``keeper.tick(now, idle=...)`` from its loop (``now`` from ``time.monotonic()``).
+
+Every collection that takes ``SLOW_COLLECTION_S`` or more is logged (a warning with its generation and
+duration), so that a pause in a latency figure can be told from the collector's.
 """
 
 from __future__ import annotations
@@ -35,6 +38,7 @@ FULL_INTERVAL_S = 300.0  # an idle process collects everything at most this ofte
 # A full collection is only started after this many collections of generation 1 (CPython's default is
 # 10); with the survivors frozen every second, it seldom has anything to walk.
 GEN2_AFTER_GEN1 = 100
+SLOW_COLLECTION_S = 0.02  # a collection this long or longer is logged
 
 
 class HeapKeeper:
@@ -43,11 +47,25 @@ class HeapKeeper:
         self.full_interval_s = full_interval_s
         self._next_freeze = 0.0
         self._next_full = 0.0
+        self._collection_started = 0.0
+        self.slow_collections = 0
+
+    def _on_collection(self, phase: str, info: dict) -> None:
+        if phase == "start":
+            self._collection_started = time.perf_counter()
+            return
+        took = time.perf_counter() - self._collection_started
+        if took >= SLOW_COLLECTION_S:
+            self.slow_collections += 1
+            log.warning("garbage collection of generation %d took %.0f ms (%d collected)", info["generation"],
+                        took * 1000, info["collected"])
 
     def started(self) -> None:
         """Start-up is over: collect once, freeze what lives, and pace the collector."""
         gc.collect()
         gc.freeze()
+        if self._on_collection not in gc.callbacks:
+            gc.callbacks.append(self._on_collection)
         threshold0, threshold1, _ = gc.get_threshold()
         gc.set_threshold(threshold0, threshold1, GEN2_AFTER_GEN1)
         now = time.monotonic()

@@ -49,6 +49,7 @@ REPORTS_RCVHWM = 1_000_000  # report messages queued from the engine before the 
 CLOSE_LINGER_MS = 200  # how long closing sockets may take to flush the last messages
 HARD_SIZE_FACTOR = 4  # frames above this many times max_message_bytes drop the connection unread
 STATS_INTERVAL_S = 10.0
+SLOW_TURN_S = 0.05  # a loop turn this long or longer is logged
 # Commands taken from clients go to the sequencer together, one message per loop turn (common/intake.py):
 # a send costs about 10 us of system calls and wake-ups on both sides, whatever it carries. A long turn
 # sends every this many, so that the first command of a burst does not wait for the whole turn.
@@ -116,6 +117,7 @@ class GatewayProcess:
             while not self.stopping:
                 timeout_ms = max(0.0, min(next_tick, next_stats) - time.monotonic()) * 1000
                 ready = dict(self.poller.poll(timeout_ms))
+                turn_started = time.monotonic()
                 if self.signals.fd in ready:
                     self.signals.drain()
                 if self.fix in ready:
@@ -129,6 +131,9 @@ class GatewayProcess:
                     self._carry_out(self.core.on_tick())
                     next_tick = now + tick_s
                 self._flush_submits()
+                took = time.monotonic() - turn_started
+                if took >= SLOW_TURN_S:
+                    log.warning("a loop turn took %.0f ms", took * 1000)
                 if now >= next_stats:
                     self._log_stats()
                     next_stats = now + STATS_INTERVAL_S

@@ -47,6 +47,7 @@ from sequencer.core import Sequencer
 
 log = logging.getLogger("sequencer")
 
+SLOW_TURN_S = 0.05  # a loop turn this long or longer is logged
 STATS_INTERVAL_S = 10.0  # one log line with the counters this often
 STREAM_SNDHWM = 1_000_000  # messages the PUB queues per subscriber before it drops (a slow engine replays)
 CLOSE_LINGER_MS = 200  # how long closing sockets may take to flush the last messages
@@ -127,6 +128,7 @@ class SequencerProcess:
             while not self.stopping:
                 timeout_ms = max(0.0, min(next_heartbeat, next_stats) - time.monotonic()) * 1000
                 ready = dict(self.poller.poll(timeout_ms))
+                turn_started = time.monotonic()
                 if self.signals.fd in ready:
                     self.signals.drain()
                 if self.intake in ready and self._sequence_intake():
@@ -134,6 +136,9 @@ class SequencerProcess:
                 if self.replay in ready:
                     self._answer_replays()
                 now = time.monotonic()
+                if now - turn_started >= SLOW_TURN_S:
+                    log.warning("a loop turn took %.0f ms (last seq %d)", (now - turn_started) * 1000,
+                                self.sequencer.last_seq)
                 if now >= next_heartbeat:
                     self.stream.send_multipart(encode_heartbeat(self.sequencer.last_seq))
                     self.counters.heartbeats += 1

@@ -24,7 +24,9 @@ def cycle() -> weakref.ref:
 @pytest.fixture
 def restore_gc():
     threshold = gc.get_threshold()
+    callbacks = list(gc.callbacks)
     yield
+    gc.callbacks[:] = callbacks
     gc.unfreeze()
     gc.set_threshold(*threshold)
     gc.collect()
@@ -60,3 +62,18 @@ def test_a_cycle_that_died_frozen_is_collected_when_the_process_is_idle(restore_
     keeper.tick(1e12, idle=True)
     assert dead() is None
     assert gc.get_freeze_count() > 0  # what lives is frozen again
+
+
+def test_a_slow_collection_is_logged(restore_gc, caplog, monkeypatch):
+    import common.heap as heap
+
+    keeper = HeapKeeper()
+    keeper.started()
+    monkeypatch.setattr(heap, "SLOW_COLLECTION_S", 0.0)  # every collection counts as slow
+    with caplog.at_level("WARNING", logger="common.heap"):
+        gc.collect()
+    assert keeper.slow_collections >= 1
+    assert "garbage collection of generation 2 took" in caplog.text
+    keeper.started()  # a second start does not register the callback twice
+    assert gc.callbacks.count(keeper._on_collection) == 1
+
