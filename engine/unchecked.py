@@ -19,37 +19,41 @@ from numba.core import cgutils
 from numba.extending import intrinsic
 
 
+def _element_pointer(context, builder, sig, args):
+    """The address of ``array[i]`` / ``array[i, j]`` (args: the array, then its indices), no wrap-around."""
+    array_type = sig.args[0]
+    view = context.make_array(array_type)(context, builder, args[0])
+    indices = [context.cast(builder, value, kind, types.intp) for value, kind in zip(args[1:], sig.args[1:])]
+    return cgutils.get_item_pointer(context, builder, array_type, view, indices, wraparound=False)
+
+
+def _is_record_array(records, ndim: int) -> bool:
+    return isinstance(records, types.Array) and records.ndim == ndim and isinstance(records.dtype, types.Record)
+
+
 @intrinsic
 def at(typingctx, records, index):
-    if not (isinstance(records, types.Array) and records.ndim == 1 and isinstance(records.dtype, types.Record)
-            and isinstance(index, types.Integer)):
+    if not (_is_record_array(records, 1) and isinstance(index, types.Integer)):
         return None
-    signature = records.dtype(records, index)
-
-    def codegen(context, builder, sig, args):
-        array_type, index_type = sig.args
-        view = context.make_array(array_type)(context, builder, args[0])
-        position = context.cast(builder, args[1], index_type, types.intp)
-        return cgutils.get_item_pointer(context, builder, array_type, view, [position], wraparound=False)
-
-    return signature, codegen
+    return records.dtype(records, index), _element_pointer
 
 
 @intrinsic
 def at2(typingctx, records, row, column):
     """``at`` for a 2-D record array: a reference to ``records[row, column]``."""
-    if not (isinstance(records, types.Array) and records.ndim == 2 and isinstance(records.dtype, types.Record)
-            and isinstance(row, types.Integer) and isinstance(column, types.Integer)):
+    if not (_is_record_array(records, 2) and isinstance(row, types.Integer) and isinstance(column, types.Integer)):
         return None
-    signature = records.dtype(records, row, column)
+    return records.dtype(records, row, column), _element_pointer
 
-    def codegen(context, builder, sig, args):
-        array_type = sig.args[0]
-        view = context.make_array(array_type)(context, builder, args[0])
-        indices = [context.cast(builder, value, kind, types.intp) for value, kind in zip(args[1:], sig.args[1:])]
-        return cgutils.get_item_pointer(context, builder, array_type, view, indices, wraparound=False)
 
-    return signature, codegen
+def _prefetch_element(context, builder, sig, args):
+    pointer = _element_pointer(context, builder, sig, args)
+    _prefetch_line(builder, pointer)
+    size = context.get_abi_sizeof(context.get_data_type(sig.args[0].dtype))
+    if size > 1:  # an element may straddle two lines: its last byte's line too
+        last = builder.gep(builder.bitcast(pointer, ir.IntType(8).as_pointer()), [ir.IntType(64)(size - 1)])
+        _prefetch_line(builder, last)
+    return context.get_dummy_value()
 
 
 @intrinsic
@@ -58,40 +62,16 @@ def prefetch(typingctx, records, index):
     straddles two): a hint, with no fault and no effect on results. The index must lie inside the array."""
     if not (isinstance(records, types.Array) and records.ndim == 1 and isinstance(index, types.Integer)):
         return None
-    signature = types.void(records, index)
-
-    def codegen(context, builder, sig, args):
-        array_type, index_type = sig.args
-        view = context.make_array(array_type)(context, builder, args[0])
-        position = context.cast(builder, args[1], index_type, types.intp)
-        pointer = cgutils.get_item_pointer(context, builder, array_type, view, [position], wraparound=False)
-        _prefetch_line(builder, pointer)
-        size = context.get_abi_sizeof(context.get_data_type(array_type.dtype))
-        if size > 1:  # a record may straddle two lines: its last byte's line too
-            last = builder.gep(builder.bitcast(pointer, ir.IntType(8).as_pointer()), [ir.IntType(64)(size - 1)])
-            _prefetch_line(builder, last)
-        return context.get_dummy_value()
-
-    return signature, codegen
+    return types.void(records, index), _prefetch_element
 
 
 @intrinsic
 def prefetch2(typingctx, records, row, column):
-    """``prefetch`` for a 2-D array: the line of ``records[row, column]``."""
+    """``prefetch`` for a 2-D array: ``records[row, column]``."""
     if not (isinstance(records, types.Array) and records.ndim == 2 and isinstance(row, types.Integer)
             and isinstance(column, types.Integer)):
         return None
-    signature = types.void(records, row, column)
-
-    def codegen(context, builder, sig, args):
-        array_type = sig.args[0]
-        view = context.make_array(array_type)(context, builder, args[0])
-        indices = [context.cast(builder, value, kind, types.intp) for value, kind in zip(args[1:], sig.args[1:])]
-        pointer = cgutils.get_item_pointer(context, builder, array_type, view, indices, wraparound=False)
-        _prefetch_line(builder, pointer)
-        return context.get_dummy_value()
-
-    return signature, codegen
+    return types.void(records, row, column), _prefetch_element
 
 
 def _prefetch_line(builder, pointer):
