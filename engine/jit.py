@@ -71,4 +71,3 @@ def entry_point(dispatcher, sample_args: tuple):
     signature = tuple(numba.typeof(arg) for arg in sample_args)
     dispatcher.compile(signature)
     return dispatcher.overloads[signature].entry_point
-

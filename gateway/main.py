@@ -122,6 +122,7 @@ class GatewayProcess:
                     self.signals.drain()
                 if self.fix in ready:
                     self._from_clients()
+                    self._flush_submits()  # before the reports: they can take a while
                 if self.reports in ready:
                     self._from_engine_reports()
                 if self.queries in ready:
