@@ -41,6 +41,7 @@ import numpy as np
 import zmq
 
 from common.heap import HeapKeeper
+from common.pauses import PauseLog
 from common.signals import StopSignals
 from common.config import ExchangeConfig, load_config
 from common.records import COMMAND_DTYPE
@@ -71,7 +72,6 @@ log = logging.getLogger("engine")
 REPLAY_TIMEOUT_S = 10.0  # a replay request unanswered this long: the sequencer is gone, exit
 REPLAY_CHUNK = 65_536  # commands asked for per replay request
 STATUS_INTERVAL_S = 10.0  # one log line this often
-SLOW_BATCH_S = 0.05  # a live batch that takes this long or longer to apply is logged
 SUBSCRIPTIONS_PER_TURN = 1024  # subscription messages read from the XPUB per loop turn at most
 QUERIES_PER_TURN = 64  # queries answered between two rounds of stream messages at most
 STREAM_PER_TURN = 256  # stream messages taken between two rounds of queries at most
@@ -187,6 +187,7 @@ class EngineProcess:
         self.snapshots = SnapshotWriter(config)
         self.stopping = False
         self.heap = HeapKeeper()
+        self.slow_batches = PauseLog(log, "applying a batch")
         self.pending: deque[list[bytes]] = deque(maxlen=PENDING_MAX)
         self.context = zmq.Context()
         self.sub = self.replay_socket = self.pub = self.router = None
@@ -471,10 +472,9 @@ class EngineProcess:
             messages = self.service.apply(batch, resend=resend)
         except StreamInconsistency as exc:
             raise Fatal(str(exc)) from None
-        took = time.perf_counter() - started
-        if took >= SLOW_BATCH_S and not resend:
-            log.warning("batch %d..%d (%d commands) took %.0f ms to apply", batch.first, batch.last,
-                        len(batch.records), took * 1000)
+        if not resend:
+            self.slow_batches.took(time.perf_counter() - started,
+                                   f"{batch.first}..{batch.last}, {len(batch.records)} commands")
         self.batches += 1
         self.commands += len(batch.records)
         self.snapshots.applied(len(batch.records))

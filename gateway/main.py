@@ -36,6 +36,7 @@ from common.signals import StopSignals
 from common.config import ConfigError, ExchangeConfig, GatewayInstance, load_config
 from common.credentials import CredentialStore
 from common.intake import encode_submissions
+from common.pauses import PauseLog
 from common.protocol import encode
 from common.reports import ReportError, decode_query, decode_report, encode_query
 from gateway.core import Action, GatewayCore, Query, Submit, ToClient
@@ -49,7 +50,6 @@ REPORTS_RCVHWM = 1_000_000  # report messages queued from the engine before the 
 CLOSE_LINGER_MS = 200  # how long closing sockets may take to flush the last messages
 HARD_SIZE_FACTOR = 4  # frames above this many times max_message_bytes drop the connection unread
 STATS_INTERVAL_S = 10.0
-SLOW_TURN_S = 0.05  # a loop turn this long or longer is logged
 # Commands taken from clients go to the sequencer together, one message per loop turn (common/intake.py):
 # a send costs about 10 us of system calls and wake-ups on both sides, whatever it carries. A long turn
 # sends every this many, so that the first command of a burst does not wait for the whole turn.
@@ -69,6 +69,7 @@ class GatewayProcess:
         self.counters = {"client": 0, "submitted": 0, "reports": 0, "sent": 0, "unreachable": 0,
                          "submit_failed": 0}
         self._submits: list[Submit] = []  # taken this turn, not sent yet (_flush_submits)
+        self.slow_turns = PauseLog(log, "a loop turn")
 
         self.context = zmq.Context()
         self.fix = self.context.socket(zmq.ROUTER)
@@ -132,9 +133,7 @@ class GatewayProcess:
                     self._carry_out(self.core.on_tick())
                     next_tick = now + tick_s
                 self._flush_submits()
-                took = time.monotonic() - turn_started
-                if took >= SLOW_TURN_S:
-                    log.warning("a loop turn took %.0f ms", took * 1000)
+                self.slow_turns.took(time.monotonic() - turn_started)
                 if now >= next_stats:
                     self._log_stats()
                     next_stats = now + STATS_INTERVAL_S

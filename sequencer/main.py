@@ -32,6 +32,7 @@ from common.heap import HeapKeeper
 from common.signals import StopSignals
 from common.config import ConfigError, ExchangeConfig, load_config
 from common.intake import IntakeError, decode_submissions
+from common.pauses import PauseLog
 from common.journal import Journal, JournalCompacted, JournalFull
 from common.records import COMMAND_DTYPE
 from common.stream import (
@@ -47,7 +48,6 @@ from sequencer.core import Sequencer
 
 log = logging.getLogger("sequencer")
 
-SLOW_TURN_S = 0.05  # a loop turn this long or longer is logged
 STATS_INTERVAL_S = 10.0  # one log line with the counters this often
 STREAM_SNDHWM = 1_000_000  # messages the PUB queues per subscriber before it drops (a slow engine replays)
 CLOSE_LINGER_MS = 200  # how long closing sockets may take to flush the last messages
@@ -87,6 +87,7 @@ class SequencerProcess:
         self.counters = Counters()
         self.stopping = False
         self.heap = HeapKeeper()
+        self.slow_turns = PauseLog(log, "a loop turn")
 
         self.context = zmq.Context()
         self.intake = self.context.socket(zmq.PULL)
@@ -136,9 +137,7 @@ class SequencerProcess:
                 if self.replay in ready:
                     self._answer_replays()
                 now = time.monotonic()
-                if now - turn_started >= SLOW_TURN_S:
-                    log.warning("a loop turn took %.0f ms (last seq %d)", (now - turn_started) * 1000,
-                                self.sequencer.last_seq)
+                self.slow_turns.took(now - turn_started)
                 if now >= next_heartbeat:
                     self.stream.send_multipart(encode_heartbeat(self.sequencer.last_seq))
                     self.counters.heartbeats += 1
