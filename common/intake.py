@@ -49,13 +49,6 @@ def encode_submissions(records: list[bytes], envelopes: list[Envelope]) -> list[
     return [b"".join(records), msgpack.packb([envelope.pack() for envelope in envelopes], use_bin_type=True)]
 
 
-def encode_submission(record: np.ndarray, envelope: Envelope) -> list[bytes]:
-    """One message of a single command."""
-    if record.dtype != COMMAND_DTYPE or record.size != 1:
-        raise ValueError("a submission carries exactly one COMMAND_DTYPE record")
-    return encode_submissions([record.tobytes()], [envelope])
-
-
 def decode_submissions(frames: list[bytes]) -> tuple[np.ndarray, list[Envelope]]:
     """(COMMAND_DTYPE array, an envelope per record) from the frames of a submission."""
     if len(frames) != 2 or not frames[0] or len(frames[0]) % COMMAND_DTYPE.itemsize:
@@ -69,11 +62,3 @@ def decode_submissions(frames: list[bytes]) -> tuple[np.ndarray, list[Envelope]]
     except Exception as exc:
         raise IntakeError(f"bad envelopes: {exc}") from None
     return np.frombuffer(frames[0], dtype=COMMAND_DTYPE).copy(), envelopes
-
-
-def decode_submission(frames: list[bytes]) -> tuple[np.ndarray, Envelope]:
-    """(one-record COMMAND_DTYPE array, envelope) from a submission of a single command."""
-    records, envelopes = decode_submissions(frames)
-    if len(records) != 1:
-        raise IntakeError(f"a submission of {len(records)} commands where one was expected")
-    return records, envelopes[0]

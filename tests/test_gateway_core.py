@@ -14,7 +14,7 @@ import pytest
 
 from common.config import default_document, parse_config
 from common.credentials import CredentialStore
-from common.intake import decode_submission
+from common.intake import decode_submissions
 from common.protocol import client_order_number, encode, sign_logon
 from common.records import (
     ALL_SYMBOLS,
@@ -144,8 +144,8 @@ def only(actions: list) -> dict:
 def submitted(actions: list) -> tuple[np.void, Any]:
     [action] = actions
     assert isinstance(action, Submit), action
-    record, envelope = decode_submission(action.frames)
-    return record[0], envelope
+    [record], [envelope] = decode_submissions(action.frames)
+    return record, envelope
 
 
 # --- logon --------------------------------------------------------------------------------------------

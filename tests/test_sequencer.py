@@ -17,7 +17,7 @@ import pytest
 import zmq
 
 from common.config import Durability, default_document, parse_config_text
-from common.intake import Envelope, IntakeError, decode_submissions, encode_submission, encode_submissions
+from common.intake import Envelope, IntakeError, decode_submissions, encode_submissions
 from common.journal import Journal
 from common.records import COMMAND_DTYPE, CommandKind, command
 from common.stream import Duplicate, Heartbeat, Refused, SequencedBatch, decode, encode_replay_request
@@ -362,7 +362,7 @@ class SequencerProcess:
     # --- talking to it --------------------------------------------------------------------------------
 
     def submit(self, record: np.ndarray, envelope: Envelope) -> None:
-        self.push.send_multipart(encode_submission(record, envelope))
+        self.push.send_multipart(encode_submissions([record.tobytes()], [envelope]))
 
     def receive(self, sock: zmq.Socket, timeout: float = TIMEOUT_S) -> list[bytes]:
         if not sock.poll(timeout * 1000):
