@@ -49,6 +49,8 @@ CLORDID_DB_NAME = b"clordids"
 RECORD_BYTES = COMMAND_DTYPE.itemsize
 DEFAULT_CHUNK = 4096  # commands per batch that ``iterate`` yields
 _KEY_BYTES = 8
+# packb builds a Packer per call; the writer packs an envelope per command with this one (one thread).
+_ENVELOPE_PACKER = msgpack.Packer(use_bin_type=True)
 
 
 class JournalError(ValueError):
@@ -172,11 +174,9 @@ class Journal:
                 f"after {self._last} contiguously"
             )
         raw = np.ascontiguousarray(records).tobytes()
+        pack = _ENVELOPE_PACKER.pack
         items = [
-            (
-                seq_key(start + i),
-                raw[i * RECORD_BYTES : (i + 1) * RECORD_BYTES] + msgpack.packb(e.pack(), use_bin_type=True),
-            )
+            (seq_key(start + i), raw[i * RECORD_BYTES : (i + 1) * RECORD_BYTES] + pack(e.pack()))
             for i, e in enumerate(envelopes)
         ]
         indexed = _clordid_entries(start, records, envelopes)
@@ -236,8 +236,8 @@ class Journal:
 
     def _index(self, txn: lmdb.Transaction, entries: list[tuple[bytes, int]]) -> None:
         """Index (key, seq) pairs; a key indexed before keeps its first seq."""
-        for key, seq in entries:
-            txn.put(key, seq_key(seq), db=self._clordids, overwrite=False)
+        # One call for the whole batch; overwrite=False leaves a key indexed before as it is.
+        txn.cursor(db=self._clordids).putmulti([(key, seq_key(seq)) for key, seq in entries], overwrite=False)
 
     # --- reading -------------------------------------------------------------------------------------
 

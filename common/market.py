@@ -95,13 +95,31 @@ def encode_publication(channel: str, n: int, epoch: int, body: dict[str, Any]) -
 
 def decode_publication(frames: list[bytes]) -> tuple[str, int, int, dict[str, Any]]:
     """(channel, n, epoch, body)."""
+    channel, n, epoch, raw = decode_publication_header(frames)
+    return channel, n, epoch, decode_publication_body(raw)
+
+
+def decode_publication_header(frames: list[bytes]) -> tuple[str, int, int, bytes]:
+    """(channel, n, epoch, the body still encoded): a reader that may not need the body decodes it later
+    with ``decode_publication_body``."""
     try:
         channel = frames[0].decode()
         header = msgpack.unpackb(frames[1])
-        body = msgpack.unpackb(frames[2], raw=False)
-        return channel, int(header["n"]), int(header["epoch"]), body
+        if len(frames) != 3:
+            raise ValueError(f"{len(frames)} frames, not 3")
+        return channel, int(header["n"]), int(header["epoch"]), bytes(frames[2])
     except Exception as exc:
         raise MarketError(f"malformed market data message: {exc}") from None
+
+
+def decode_publication_body(raw: bytes) -> dict[str, Any]:
+    try:
+        body = msgpack.unpackb(raw, raw=False)
+    except Exception as exc:
+        raise MarketError(f"malformed market data message: {exc}") from None
+    if not isinstance(body, dict):
+        raise MarketError("malformed market data message: the body is not a map")
+    return body
 
 
 def decode_query(frame: bytes) -> dict[str, Any]:

@@ -40,11 +40,13 @@ import msgpack
 import numpy as np
 import zmq
 
+
 from common.heap import HeapKeeper
 from common.pauses import PauseLog
 from common.signals import StopSignals
 from common.config import ExchangeConfig, load_config
 from common.records import COMMAND_DTYPE
+from common.sockets import send_frames
 from common.reports import (
     ReportError,
     ReportMessage,
@@ -482,7 +484,7 @@ class EngineProcess:
 
     def _publish(self, messages: list[ReportMessage]) -> None:
         for message in messages:
-            self.pub.send_multipart(encode_report(message))
+            send_frames(self.pub, encode_report(message))
         if messages:
             self._heartbeat_at = time.monotonic() + REPORT_HEARTBEAT_S
 

@@ -39,6 +39,7 @@ from common.intake import encode_submissions
 from common.pauses import PauseLog
 from common.protocol import encode
 from common.reports import ReportError, decode_query, decode_report, encode_query
+from common.sockets import NOBLOCK, send_frames
 from gateway.core import Action, GatewayCore, Query, Submit, ToClient
 
 log = logging.getLogger("gateway")
@@ -214,8 +215,8 @@ class GatewayProcess:
         sequencer cannot take it."""
         submits, self._submits = self._submits, []
         try:
-            self.intake.send_multipart(encode_submissions([submit.record for submit in submits],
-                                                          [submit.envelope for submit in submits]), zmq.NOBLOCK)
+            send_frames(self.intake, encode_submissions([submit.record for submit in submits],
+                                                        [submit.envelope for submit in submits]), NOBLOCK)
             self.counters["submitted"] += len(submits)
             return []
         except zmq.Again:
@@ -224,7 +225,7 @@ class GatewayProcess:
 
     def _to_client(self, action: ToClient) -> list[Action]:
         try:
-            self.fix.send_multipart([action.identity, encode(action.message)], zmq.NOBLOCK)
+            send_frames(self.fix, (action.identity, encode(action.message)), NOBLOCK)
             self.counters["sent"] += 1
             return []
         except zmq.ZMQError as exc:

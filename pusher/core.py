@@ -19,7 +19,9 @@ How each channel stays exact (docs/market-data.md):
   a fresh ``snapshot`` instead.
 - **trades**: trade ids are 1, 2, 3, ... per symbol; a jump is filled from quotation's recent trades
   before the trades after it go out. ``from_id`` on subscribe replays what followed that id first.
-- **kline**, **ticker**: each message is the whole state; a subscriber gets the latest at once.
+- **kline**, **ticker**: each message is the whole state; a subscriber gets the latest at once. While
+  a channel has no subscriber its latest message is kept as quotation encoded it and decoded only when
+  someone subscribes (most of quotation's messages are these, and most channels have nobody watching).
 - **orders**, **balances**, **fills** (authenticated): a snapshot from the engine with its ``seq``, then
   the account's events with a higher ``seq``. Account messages chain by ``prev``: one missing makes the
   pusher take new snapshots (and tell ``fills`` subscribers that fills may have been missed).
@@ -35,7 +37,7 @@ from decimal import Decimal
 from typing import Any, Callable, Protocol
 
 from common.config import ExchangeConfig
-from common.market import DEPTH, KLINE, TICKER, TRADES, MarketError, parse_channel
+from common.market import DEPTH, KLINE, TICKER, TRADES, MarketError, decode_publication_body, parse_channel
 from common.protocol import sign_stream_auth
 from common.reports import ACCOUNT_PREFIX, ReportMessage
 from common.views import AccountViews
@@ -151,6 +153,7 @@ class PusherCore:
         self.depth: dict[str, _Depth] = {}
         self.trades: dict[str, _Trades] = {}
         self.latest: dict[str, str] = {}  # kline and ticker channels: the last message's text
+        self.latest_encoded: dict[str, bytes] = {}  # ... or its body as quotation encoded it (nobody watching)
         self.streams: dict[str, tuple[int, int]] = {}  # channel -> (epoch, n) of quotation's last message
         self.lost_publications = 0  # breaks in quotation's counters (repaired per channel as documented)
         self._turn: dict[str, Any] | None = None  # channel -> what the open turn has for it (see begin_turn)
@@ -271,10 +274,22 @@ class PusherCore:
             actions += self._join_trades_from(state, channel, symbol, from_id)
         else:
             self._join(state, channel)
-            latest = self.latest.get(channel)
+            latest = self._latest(channel)
             if latest is not None:
                 actions.append(Send(state.id, latest))
         return actions
+
+    def _latest(self, channel: str) -> str | None:
+        """The text of a kline or ticker channel's last message (decoded now if nobody watched it)."""
+        encoded = self.latest_encoded.pop(channel, None)
+        if encoded is not None:
+            try:
+                body = decode_publication_body(encoded)
+            except MarketError as exc:
+                log.error("%s: dropped a malformed message: %s", channel, exc)
+                return self.latest.get(channel)
+            self.latest[channel] = dumps({"channel": channel, "type": "update", "data": body})
+        return self.latest.get(channel)
 
     def _unsubscribe(self, state: _Conn, request: dict, request_id: Any) -> list[Action]:
         channel = request.get("channel")
@@ -380,13 +395,16 @@ class PusherCore:
         """A K-line or ticker message: the whole state, so within a turn only the last one per bar counts."""
         text = dumps({"channel": channel, "type": "update", "data": body})
         self.latest[channel] = text
+        self.latest_encoded.pop(channel, None)
         if self._turn is not None:
             self._turn.setdefault(channel, {})[body.get("open_time")] = text
             return []
         members = self.channels.get(channel)
         return [Broadcast(members, text)] if members else []
 
-    def on_publication(self, channel: str, n: int, epoch: int, body: dict) -> list[Action]:
+    def on_publication(self, channel: str, n: int, epoch: int, body: dict | bytes) -> list[Action]:
+        """One message of quotation's; ``body`` decoded, or as quotation encoded it (decoded here when
+        it is needed: common.market.decode_publication_header)."""
         try:
             kind, symbol, _ = parse_channel(channel)
         except MarketError:
@@ -398,6 +416,15 @@ class PusherCore:
         if last is not None and last[0] == epoch and n != last[1] + 1:
             self.lost_publications += 1
             log.warning("%s: message %d after %d: publications were lost on the way", channel, n, last[1])
+        if isinstance(body, bytes):
+            if kind in (KLINE, TICKER) and not self.channels.get(channel):
+                self.latest_encoded[channel] = body  # decoded if someone subscribes (see _latest)
+                return []
+            try:
+                body = decode_publication_body(body)
+            except MarketError as exc:
+                log.error("%s: dropped a malformed message: %s", channel, exc)
+                return []
         if kind == DEPTH:
             return self._depth_diff(symbol, body, epoch)
         if kind == TRADES:

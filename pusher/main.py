@@ -41,7 +41,7 @@ from websockets.protocol import State
 from common.config import ExchangeConfig, load_config
 from common.credentials import CredentialStore
 from common.heap import HeapKeeper
-from common.market import MarketError, decode_publication
+from common.market import MarketError, decode_publication_header
 from common.reports import ReportError, account_topic, decode_report
 from pusher.core import AskEngine, AskQuotation, Broadcast, Listen, PusherCore, Send
 
@@ -140,7 +140,7 @@ class PusherProcess:
             actions = []
             for frames in batch:
                 try:
-                    channel, n, epoch, body = decode_publication(frames)
+                    channel, n, epoch, body = decode_publication_header(frames)
                 except MarketError as exc:
                     log.error("dropped a malformed publication: %s", exc)
                     continue

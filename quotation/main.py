@@ -29,11 +29,13 @@ import time
 import msgpack
 import zmq
 
+
 from common.config import ExchangeConfig, load_config
 from common.heap import HeapKeeper
 from common.market import decode_query, encode_publication
 from common.reports import MARKET_PREFIX, ReportError, decode_report
 from common.signals import StopSignals
+from common.sockets import send_frames
 from quotation import queries
 from quotation.core import QuotationCore
 from quotation.store import QuotationStore
@@ -237,7 +239,7 @@ class QuotationProcess:
         for channel, body in publications:
             n = self.counters.get(channel, 0) + 1
             self.counters[channel] = n
-            self.pub.send_multipart(encode_publication(channel, n, self.epoch, body))
+            send_frames(self.pub, encode_publication(channel, n, self.epoch, body))
             self.published += 1
 
     def _answer_queries(self) -> None:

@@ -28,6 +28,7 @@ from dataclasses import dataclass, fields
 import numpy as np
 import zmq
 
+
 from common.heap import HeapKeeper
 from common.signals import StopSignals
 from common.config import ConfigError, ExchangeConfig, load_config
@@ -35,6 +36,7 @@ from common.intake import IntakeError, decode_submissions
 from common.pauses import PauseLog
 from common.journal import Journal, JournalCompacted, JournalFull
 from common.records import COMMAND_DTYPE
+from common.sockets import send_frames
 from common.stream import (
     SequencedBatch,
     StreamError,
@@ -172,8 +174,7 @@ class SequencerProcess:
                 self.counters.malformed += 1
                 continue
             self.counters.submissions += len(envelopes)
-            for index, envelope in enumerate(envelopes):
-                self.sequencer.submit(records[index : index + 1], envelope)
+            self.sequencer.submit_many(records, envelopes)
         published = False
         while self.sequencer.pending:
             try:
@@ -191,7 +192,7 @@ class SequencerProcess:
                     self.counters.duplicates += 1
                 return True
             if batch is not None:
-                self.stream.send_multipart(encode_batch(batch), copy=False)
+                send_frames(self.stream, encode_batch(batch), copy=False)
                 self.counters.batches += 1
                 self.counters.sequenced += len(batch.records)
                 published = True

@@ -301,6 +301,10 @@ class TestClOrdIDIndex:
         found = journal.sequenced_as([(7, "c-1"), (7, "c-2"), (8, "c-1"), (7, "nope")])
         assert found == {(7, "c-1"): 1, (7, "c-2"): 2}
         assert journal.clordid_count() == 2
+        later, later_envelopes = commands(4, 2)
+        later_envelopes[0] = Envelope(5, "c-2")  # in a later batch too
+        journal.append(later, later_envelopes)
+        assert journal.sequenced_as([(7, "c-2")]) == {(7, "c-2"): 2}
 
     def test_a_journal_written_before_the_index_gets_one_when_opened_for_writing(self, tmp_path):
         path = tmp_path / "journal"

@@ -6,6 +6,7 @@ from __future__ import annotations
 import json
 import time
 
+import msgpack
 import numpy as np
 import pytest
 
@@ -183,6 +184,34 @@ def test_kline_and_ticker_subscribers_get_the_latest_at_once(rig):
     out = texts(rig.request(conn, op="subscribe", channel="ticker.BTC-USDT"), conn)
     assert out[1] == {"channel": "ticker.BTC-USDT", "type": "update", "data": {"last": "100"}}
 
+
+
+def test_an_unwatched_state_channel_is_decoded_only_when_someone_subscribes(rig):
+    channel = "kline.1m.BTC-USDT"
+    for close in ("100", "101"):
+        assert rig.publish(channel, msgpack.packb({"close": close})) == []  # as quotation encoded it
+    assert rig.core.latest_encoded[channel] and channel not in rig.core.latest
+    conn = rig.connect(1)
+    out = texts(rig.request(conn, op="subscribe", channel=channel), conn)
+    assert out[1] == {"channel": channel, "type": "update", "data": {"close": "101"}}
+    # watched now: each message is decoded and goes out at once
+    [update] = texts(rig.publish(channel, msgpack.packb({"close": "102"})), conn)
+    assert update["data"] == {"close": "102"}
+    later = rig.connect(2)
+    assert texts(rig.request(later, op="subscribe", channel=channel), later)[1]["data"] == {"close": "102"}
+
+
+def test_a_malformed_encoded_publication_is_dropped_with_no_harm(rig):
+    conn = rig.connect(1)
+    rig.request(conn, op="subscribe", channel="ticker.BTC-USDT")
+    assert rig.publish("ticker.BTC-USDT", b"\xc1") == []  # not msgpack
+    assert rig.publish("ticker.BTC-USDT", msgpack.packb([1, 2])) == []  # not a map
+    rig.publish("ticker.ETH-USDT", b"\xc1")  # nobody watches: kept encoded
+    other = rig.connect(2)
+    assert texts(rig.request(other, op="subscribe", channel="ticker.ETH-USDT"), other) == [
+        {"event": "subscribed", "channel": "ticker.ETH-USDT"}]
+    [update] = texts(rig.publish("ticker.BTC-USDT", msgpack.packb({"last": "7"})), conn)
+    assert update["data"] == {"last": "7"}
 
 def account_message(account: int, seq: int, prev: int, *events: dict, items=None) -> ReportMessage:
     records = np.zeros(len(events), dtype=EVENT_DTYPE)

@@ -141,6 +141,24 @@ class TestSequencing:
         with pytest.raises(ValueError):
             core.submit(np.zeros(2, dtype=COMMAND_DTYPE), Envelope(1, ""))
 
+    def test_a_submission_is_queued_in_its_order_as_single_submits_would_be(self, core):
+        core.submit(order(1, 10), Envelope(1, "A"))
+        core.seal()
+        records = np.concatenate([order(1, 11), order(2, 12), order(1, 13), order(1, 14)])
+        core.submit_many(records, [Envelope(1, "B"), Envelope(2, "C"), Envelope(3, "A"), Envelope(1, "B")])
+        batch, duplicates = core.seal()
+        assert batch.records["seq"].tolist() == [2, 3] and batch.envelopes == [Envelope(1, "B"), Envelope(2, "C")]
+        assert batch.records["client_order_id"].tolist() == [11, 12]
+        assert [(d.original, d.envelope) for d in duplicates] == [(1, Envelope(3, "A")), (2, Envelope(1, "B"))]
+        assert [int(d.record["client_order_id"][0]) for d in duplicates] == [13, 14]
+
+    def test_submit_many_refuses_records_without_an_envelope_each(self, core):
+        with pytest.raises(ValueError):
+            core.submit_many(np.concatenate([order(1), order(1)]), [Envelope(1, "A")])
+        with pytest.raises(ValueError):
+            core.submit_many(np.zeros(1, dtype=np.int64), [Envelope(1, "A")])
+        assert core.pending == 0
+
     def test_replay_reads_the_journal_capped_at_max_batch_with_the_head(self, open_core):
         core = open_core(max_batch=3)
         for account in range(5):

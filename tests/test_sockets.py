@@ -1,0 +1,44 @@
+"""common.sockets: multipart sends through pyzmq's compiled methods behave as send_multipart does."""
+
+from __future__ import annotations
+
+import errno
+
+import pytest
+import zmq
+
+from common.sockets import NOBLOCK, send_frames
+
+
+@pytest.fixture
+def context():
+    ctx = zmq.Context()
+    yield ctx
+    ctx.destroy(linger=0)
+
+
+def test_frames_arrive_as_one_message_in_order(context, tmp_path):
+    sender, receiver = context.socket(zmq.PUSH), context.socket(zmq.PULL)
+    endpoint = f"ipc://{tmp_path}/frames.sock"
+    receiver.bind(endpoint)
+    sender.connect(endpoint)
+    send_frames(sender, [b"a", memoryview(b"bb"), bytearray(b"ccc")])
+    send_frames(sender, (b"only",), copy=False)
+    assert receiver.poll(5000)
+    assert receiver.recv_multipart() == [b"a", b"bb", b"ccc"]
+    assert receiver.poll(5000)
+    assert receiver.recv_multipart() == [b"only"]
+
+
+def test_an_unknown_router_peer_and_a_full_queue_raise_as_pyzmq_does(context, tmp_path):
+    router = context.socket(zmq.ROUTER)
+    router.setsockopt(zmq.ROUTER_MANDATORY, 1)
+    router.bind(f"ipc://{tmp_path}/router.sock")
+    with pytest.raises(zmq.ZMQError) as raised:
+        send_frames(router, [b"nobody", b"x"], NOBLOCK)
+    assert raised.value.errno == errno.EHOSTUNREACH
+    pusher = context.socket(zmq.PUSH)
+    pusher.setsockopt(zmq.IMMEDIATE, 1)  # no queue before a peer connects
+    pusher.connect(f"ipc://{tmp_path}/nobody-listens.sock")  # no peer: nothing can be queued
+    with pytest.raises(zmq.Again):
+        send_frames(pusher, [b"a", b"b"], NOBLOCK)
