@@ -301,15 +301,20 @@ class EngineService:
 
     def _take_chunk(self, chunk: np.ndarray, ctx: "_BatchContext", output: _Output) -> None:
         """Update the order tracking from one chunk of events and route its events to topics."""
+        # The columns the loops read, each as a list once: indexing a list is what they do per event (a
+        # field of a numpy record costs about as much as a whole list element's work).
         kinds = chunk["kind"].tolist()
         seqs = chunk["seq"].tolist()
         order_ids = chunk["order_id"].tolist()
         accounts = chunk["account"].tolist()
         tss = chunk["ts"].tolist()
+        symbols, sides, prices = chunk["symbol"].tolist(), chunk["side"].tolist(), chunk["price"].tolist()
+        order_types, tifs = chunk["order_type"].tolist(), chunk["tif"].tolist()
         gateway_positions = output.gateway_positions
         gateway_items = output.gateway_items
         offset = output.count  # positions are counted over the whole batch
-        self._route_downstream(chunk, kinds, seqs, order_ids, accounts, offset, output)
+        self._route_downstream(kinds, seqs, order_ids, accounts, symbols, sides, prices, order_types, tifs,
+                               chunk["maker_account"].tolist(), offset, output)
         own_clordid, maker_clordid = output.own_clordid, output.maker_clordid
         listeners = self.account_listeners
 
@@ -328,11 +333,10 @@ class EngineService:
                 "cum_quote": cum_quote, "resend": ctx.resend,
             })
 
-        # The columns the tracking reads, each as a list once: indexing a list is what the loop does.
         amounts, filleds, leaves = chunk["amount"].tolist(), chunk["filled"].tolist(), chunk["leaves"].tolist()
         maker_fees, taker_fees = chunk["maker_fee"].tolist(), chunk["taker_fee"].tolist()
         maker_oids, maker_filleds = chunk["maker_order_id"].tolist(), chunk["maker_filled"].tolist()
-        maker_leaves, prices, qtys = chunk["maker_leaves"].tolist(), chunk["price"].tolist(), chunk["qty"].tolist()
+        maker_leaves, qtys, reasons = chunk["maker_leaves"].tolist(), chunk["qty"].tolist(), chunk["reason"].tolist()
         raw, size = chunk.tobytes(), EVENT_DTYPE.itemsize
         open_orders, by_clordid, close = self._open, self._by_clordid, self._close
 
@@ -375,9 +379,8 @@ class EngineService:
                     if maker_leaves[i] == 0:
                         close(maker, FILLED)
             elif kind == _ACCEPTED:
-                record = chunk[i]
-                order = _Order(oid, accounts[i], int(record["symbol"]), int(record["side"]), int(record["order_type"]),
-                               int(record["tif"]), prices[i], qtys[i], ctx.gateway, ctx.session, ctx.clordid, tss[i])
+                order = _Order(oid, accounts[i], symbols[i], sides[i], order_types[i], tifs[i], prices[i], qtys[i],
+                               ctx.gateway, ctx.session, ctx.clordid, tss[i])
                 open_orders[oid] = order
                 if ctx.clordid:
                     by_clordid[(order.account, ctx.clordid)] = oid
@@ -395,7 +398,7 @@ class EngineService:
                 if order is not None:
                     order.filled = filleds[i]
                     order.ts = tss[i]
-                    close(order, EXPIRED if int(chunk[i]["reason"]) in _EXPIRY_REASONS else CANCELED)
+                    close(order, EXPIRED if reasons[i] in _EXPIRY_REASONS else CANCELED)
             elif kind == _REPLACED:
                 order = open_orders.get(oid)
                 cum_quote = 0
@@ -458,17 +461,12 @@ class EngineService:
                                           prev=self._account_last.get(account, 0)))
         return messages
 
-    def _route_downstream(self, chunk: np.ndarray, kinds: list[int], seqs: list[int], order_ids: list[int],
-                          accounts: list[int], offset: int, output: _Output) -> None:
+    def _route_downstream(self, kinds: list[int], seqs: list[int], order_ids: list[int], accounts: list[int],
+                          symbols: list[int], sides: list[int], prices: list[int], order_types: list[int],
+                          tifs: list[int], makers: list[int], offset: int, output: _Output) -> None:
         """The chunk's part of the market and account topics: positions of the trades per symbol, the book
         levels changed per symbol, positions of every event of an account (and of the trades where it is
-        the maker), in event order, and the last seq of each topic."""
-        symbols = chunk["symbol"].tolist()
-        order_types = chunk["order_type"].tolist()
-        tifs = chunk["tif"].tolist()
-        sides = chunk["side"].tolist()
-        prices = chunk["price"].tolist()
-        makers = chunk["maker_account"].tolist()
+        the maker), in event order, and the last seq of each topic. The arguments are the chunk's columns."""
         trades, touched, owners = output.market_positions, output.touched, output.account_positions
         market_seq, account_seq = output.market_seq, output.account_seq
         max_accounts = self._max_accounts

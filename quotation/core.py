@@ -82,16 +82,18 @@ class Bar:
     def flat(cls, open_time: int, price: int) -> "Bar":
         return cls(open_time, price, price, price, price)
 
-    def add(self, price: int, qty: int, amount: int) -> None:
+    def add_run(self, first: int, high: int, low: int, last: int, qty: int, amount: int, count: int) -> None:
+        """Trades in a row, summed up: the same as adding each (first price, highest, lowest, last price,
+        total lots, total quote units, how many)."""
         if self.trades == 0:  # a flat bar takes its first trade's price as its open
-            self.open = self.high = self.low = price
+            self.open, self.high, self.low = first, high, low
         else:
-            self.high = max(self.high, price)
-            self.low = min(self.low, price)
-        self.close = price
+            self.high = max(self.high, high)
+            self.low = min(self.low, low)
+        self.close = last
         self.volume += qty
         self.quote_volume += amount
-        self.trades += 1
+        self.trades += count
 
     def row(self) -> list[int]:
         return [self.open_time, self.open, self.high, self.low, self.close, self.volume, self.quote_volume,
@@ -284,6 +286,7 @@ class QuotationCore:
         seqs, tss = trades["seq"].tolist(), trades["ts"].tolist()
         prices, qtys, amounts = trades["price"].tolist(), trades["qty"].tolist(), trades["amount"].tolist()
         sides = trades["side"].tolist()
+        run: list[Trade] = []  # trades of the same millisecond: they fall in the same bar of every interval
         for i, kind in enumerate(kinds):
             if kind != _TRADE or seqs[i] <= after:
                 continue
@@ -292,21 +295,37 @@ class QuotationCore:
             s.new_trades.append(trade)
             self.changes.trades.append((symbol, trade))
             s.last_price = trade.price
-            self._add_to_bars(symbol, s, trade)
+            if run and run[0].time != trade.time:
+                self._add_to_bars(symbol, s, run)
+                run = []
+            run.append(trade)
+        if run:
+            self._add_to_bars(symbol, s, run)
         s.ticker_changed = True
 
-    def _add_to_bars(self, symbol: int, s: _Symbol, trade: Trade) -> None:
+    def _add_to_bars(self, symbol: int, s: _Symbol, run: list[Trade]) -> None:
+        """Trades of one millisecond into the bar of each interval, summed up once (a batch's trades
+        share the sequencer's timestamp: most messages are one run)."""
+        time, first, last = run[0].time, run[0].price, run[-1].price
+        if len(run) == 1:
+            high = low = first
+            qty, amount = run[0].qty, run[0].amount
+        else:
+            prices = [trade.price for trade in run]
+            high, low = max(prices), min(prices)
+            qty, amount = sum(trade.qty for trade in run), sum(trade.amount for trade in run)
         for index, (_, length) in enumerate(INTERVALS):
-            open_time = trade.time - trade.time % length
+            open_time = time - time % length
             bar = s.bars[index]
             if bar is None or bar.open_time < open_time:
                 if bar is not None:
                     self._end_bar(symbol, s, index, bar)
-                bar = s.bars[index] = Bar.flat(open_time, trade.price)
-            bar.add(trade.price, trade.qty, trade.amount)  # (a trade stamped before the bar: its clock stepped)
+                bar = s.bars[index] = Bar.flat(open_time, first)
+            # (A run stamped before the bar goes into it too: the sequencer's clock stepped back.)
+            bar.add_run(first, high, low, last, qty, amount, len(run))
             s.bar_updates[index] = bar
             self.changes.bars[(symbol, index, bar.open_time)] = bar
-        s.window_end = max(s.window_end, trade.time)
+        s.window_end = max(s.window_end, time)
 
     def _end_bar(self, symbol: int, s: _Symbol, index: int, bar: Bar) -> None:
         """``bar`` is over: publish it as closed (once); a one-minute bar joins the ticker's window."""

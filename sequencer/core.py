@@ -1,6 +1,7 @@
 """The sequencer's core: commands in, journaled batches with a global order out. No sockets.
 
-``submit`` queues a command from a gateway (``submit_many`` the commands of one submission); ``seal`` turns what is queued into the next batch:
+``submit`` queues a command from a gateway (``submit_many`` the commands of one submission); ``seal``
+turns what is queued into the next batch:
 
 1. a command whose (account, ClOrdID) was sequenced before, or earlier in the same batch, is not
    sequenced again: it becomes a ``Duplicate`` naming the original ``seq`` (an empty ClOrdID is never a

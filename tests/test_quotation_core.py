@@ -304,6 +304,29 @@ def test_bars_close_on_the_tick_and_a_flat_bar_follows_at_the_close():
     assert [(b["closed"], b["trades"], b["close"]) for b in bars] == [(True, 1, "150"), (False, 0, "150")]
 
 
+def test_trades_of_one_message_on_both_sides_of_a_bar_boundary_each_count_in_their_own_bar():
+    """The engine merges consecutive batches into one message: its trades may carry two timestamps."""
+    market = Market(seed=11)
+    core = QuotationCore(market.config)
+    for price, qty in ((150, 1), (152, 2), (149, 1)):
+        market.tape.sell(1, BTC_USDT, price, qty)
+        market.tape.buy(2, BTC_USDT, price, qty)
+    first = market.sent + 1
+    records = np.concatenate(market.tape.records[first - 1:])
+    minute = T0_MS - T0_MS % 60_000 + 60_000
+    records["ts"] = np.array([minute - 1] * 4 + [minute] * 2) * 1_000_000  # the last trade in the next minute
+    market.sent = market.tape.last_seq
+    for message in market.service.apply(SequencedBatch(first, records, [Envelope(0, "")] * len(records))):
+        if message.topic == market_topic(BTC_USDT):
+            core.on_market(message)
+    bars = {b["open_time"]: b for channel, b in published(core) if channel == kline_channel("1m", "BTC-USDT")}
+    before, after = bars[minute - 60_000], bars[minute]
+    assert (before["open"], before["high"], before["low"], before["close"], before["trades"], before["volume"]) == (
+        "150", "152", "150", "152", 2, "0.003")
+    assert before["closed"] and not after["closed"]
+    assert (after["open"], after["high"], after["low"], after["close"], after["trades"], after["volume"]) == (
+        "149", "149", "149", "149", 1, "0.001")
+
 def test_flat_bars_fill_the_intervals_without_trades():
     bars = [Bar(0, 5, 6, 4, 6, 1, 5, 1), Bar(3_000, 7, 7, 7, 7, 1, 7, 1)]
     filled = fill_flat(bars, 1_000, start=0, end=4_000, before=None)
