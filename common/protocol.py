@@ -10,8 +10,9 @@ from __future__ import annotations
 
 import hashlib
 import hmac
+import threading
 from enum import Enum
-from typing import Any, Mapping
+from typing import Any
 
 import msgpack
 
@@ -232,10 +233,11 @@ def client_order_number(clordid: str, kind: int, *, by_quote: bool = False) -> i
     return (hashed << 8) | (int(kind) & CLIENT_ORDER_KIND_MASK) | (CLIENT_ORDER_BY_QUOTE if by_quote else 0)
 
 
-def exec_id(ev: Mapping[str, int], order_id: int, filled: int, role: str) -> str:
-    """The ExecID of an event for one order (``role`` "order", "taker" or "maker"): deterministic from the
-    event, so that a replayed report carries the same one, and the same in every feed (FIX, WebSocket)."""
-    return f"{ev['seq']}-{ev['kind']}-{order_id}-{filled}-{role}"
+def exec_id(seq: int, event_kind: int, order_id: int, filled: int, role: str) -> str:
+    """The ExecID of an event (its seq and EventKind) for one order (``role`` "order", "taker" or
+    "maker"): deterministic from the event, so that a replayed report carries the same one, and the same
+    in every feed (FIX, WebSocket)."""
+    return f"{seq}-{event_kind}-{order_id}-{filled}-{role}"
 
 
 def client_order_kind(number: int) -> int:
@@ -274,9 +276,16 @@ def sign_stream_auth(secret: bytes, timestamp_ms: int, key_id: str) -> str:
     return hmac.new(secret, stream_auth_payload(timestamp_ms, key_id), hashlib.sha256).hexdigest()
 
 
+_packers = threading.local()  # a Packer per thread: packb makes one per call (~0.9 us of a 2 us message)
+
+
 def encode(message: dict[str, Any]) -> bytes:
     """One protocol message as one frame."""
-    return msgpack.packb(message, use_bin_type=True)
+    try:
+        packer = _packers.packer
+    except AttributeError:
+        packer = _packers.packer = msgpack.Packer(use_bin_type=True)
+    return packer.pack(message)
 
 
 class DecodeError(ValueError):

@@ -158,7 +158,7 @@ class AccountViews:
         filled = ev["maker_filled"] if maker else ev["filled"]
         side = (3 - ev["side"]) if maker else ev["side"]
         fee = ev["maker_fee"] if maker else ev["taker_fee"]
-        return {"exec_id": exec_id(ev, order_id, filled, role), "order_id": order_id, "clordid": clordid,
+        return {"exec_id": exec_id(ev["seq"], ev["kind"], order_id, filled, role), "order_id": order_id, "clordid": clordid,
                 "symbol": symbol.name, "side": SIDES.get(side, ""), "price": symbol.tick.format(ev["price"]),
                 "qty": symbol.lot.format(ev["qty"]), "quote_qty": symbol.quote.unit.format(ev["amount"]),
                 "fee": symbol.quote.unit.format(fee), "fee_asset": symbol.quote.name, "liquidity": role,

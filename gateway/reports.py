@@ -1,11 +1,15 @@
 """Engine events (and query answers) -> the FIX-like messages a session receives. Pure functions.
 
-Each function returns a message body (a dict with MsgType first) without MsgSeqNum and SendingTime:
-the session stamps those when it sends. Prices and quantities are decimal strings of the symbol's tick
-and lot (common.fixedpoint), amounts and fees decimal strings of their asset.
+The message of an event (``order_message``) is whole: MsgType, then MsgSeqNum and SendingTime as None,
+for the session that sends it to stamp in place (``GatewayCore._stamp``) rather than copy it behind a
+header; those two fields come second and third in every message sent, and a dict keeps its keys' order.
+Every other function returns a message body (a dict with MsgType first) without MsgSeqNum and
+SendingTime: the session adds those when it sends. Prices and quantities are decimal strings of the
+symbol's tick and lot (common.fixedpoint), amounts and fees decimal strings of their asset.
 
-Events arrive as plain dicts of the EVENT_DTYPE fields (``event_rows``) with their routing item
-(common/reports.py: ``session, account, role, clordid, cum_quote, resend``).
+Events arrive as rows, tuples of the EVENT_DTYPE fields read at the positions ``SEQ``, ``TS``, ...
+(``event_rows``), with their routing item (common/reports.py: ``session, account, role, clordid,
+cum_quote, resend``).
 
 | event | role | message |
 |---|---|---|
@@ -24,7 +28,8 @@ Which command a REJECTED event answers is read from its ``client_order_id`` (see
 
 from __future__ import annotations
 
-from typing import Any, Iterable, Mapping
+import struct
+from typing import Any, Iterable, Iterator, Mapping
 
 import numpy as np
 
@@ -77,7 +82,37 @@ ROLE_ORDER = "order"
 ROLE_TAKER = "taker"
 ROLE_MAKER = "maker"
 
-_EVENT_NAMES = EVENT_DTYPE.names
+Row = tuple[int, ...]  # one event's EVENT_DTYPE fields (event_rows)
+
+_STRUCT_CODES = {"<i8": "q", "<i4": "i", "|u1": "B"}
+
+
+def _row_struct(dtype: np.dtype) -> tuple[struct.Struct, tuple[str, ...]]:
+    """A struct that unpacks one record of ``dtype`` into a tuple of its scalar fields, skipping the
+    sub-array ones (spare bytes), and those fields' names. Made from the dtype so it cannot drift."""
+    codes, names, end = ["<"], [], 0
+    for name in dtype.names:
+        field, offset = dtype.fields[name][:2]
+        if offset != end:
+            raise TypeError(f"field {name} of {dtype} is not packed after the one before it")
+        end += field.itemsize
+        if field.subdtype is not None:
+            codes.append(f"{field.itemsize}x")
+        else:
+            codes.append(_STRUCT_CODES[field.str])
+            names.append(name)
+    return struct.Struct("".join(codes)), tuple(names)
+
+
+_EVENT_ROW, ROW_FIELDS = _row_struct(EVENT_DTYPE)
+assert _EVENT_ROW.size == EVENT_DTYPE.itemsize
+(SEQ, TS, ORDER_ID, CLIENT_ORDER_ID, PRICE, QTY, LEAVES, FILLED, AMOUNT, MAKER_ORDER_ID, MAKER_LEAVES,
+ MAKER_FILLED, MAKER_FEE, TAKER_FEE, AVAILABLE, FROZEN, SYMBOL, ACCOUNT, MAKER_ACCOUNT, ASSET, KIND, REASON,
+ SIDE, ORDER_TYPE, TIF) = map(ROW_FIELDS.index, (
+    "seq", "ts", "order_id", "client_order_id", "price", "qty", "leaves", "filled", "amount", "maker_order_id",
+    "maker_leaves", "maker_filled", "maker_fee", "taker_fee", "available", "frozen", "symbol", "account",
+    "maker_account", "asset", "kind", "reason", "side", "order_type", "tif"))
+
 _OPPOSITE = {int(Side.BUY): int(Side.SELL), int(Side.SELL): int(Side.BUY)}
 _SIDE = {int(k): v for k, v in SIDE_CODES.items()}
 _ORD_TYPE = {int(k): v for k, v in ORD_TYPE_CODES.items()}
@@ -107,45 +142,56 @@ _BALANCE = int(EventKind.BALANCE)
 _ACCOUNT_CREATED = int(EventKind.ACCOUNT_CREATED)
 _MASS_CANCELLED = int(EventKind.MASS_CANCELLED)
 _MARKET = int(OrderType.MARKET)
+_LIMIT = int(OrderType.LIMIT)
 _POST_ONLY = int(TimeInForce.POST_ONLY)
+_NEW = int(CommandKind.NEW)
+_CANCEL_REPLACE = int(CommandKind.CANCEL_REPLACE)
+_CANCEL_ALL = int(CommandKind.CANCEL_ALL)
 
 
-def event_rows(events: np.ndarray) -> list[dict[str, int]]:
-    """EVENT_DTYPE records as dicts of plain ints (one ``tolist`` for the whole array)."""
-    return [dict(zip(_EVENT_NAMES, row)) for row in events.tolist()]
+def event_rows(events: np.ndarray) -> Iterator[Row]:
+    """EVENT_DTYPE records as rows: tuples of plain ints, read at the positions SEQ, TS, ... (the spare
+    bytes left out). Unpacked from the records' bytes, which costs a third of ``tolist``; a tuple is
+    also cheaper to make and to read than a dict of the field names."""
+    return _EVENT_ROW.iter_unpack(events.tobytes())
+
+
+def with_kind(ev: Row, kind: int) -> Row:
+    """An event's row as if it were of another EventKind."""
+    return ev[:KIND] + (kind,) + ev[KIND + 1:]
 
 
 # --- classification ---------------------------------------------------------------------------------
 
 
-def command_kind(ev: Mapping[str, int]) -> int:
+def command_kind(ev: Row) -> int:
     """The CommandKind of the command a REJECTED event refuses (from its client_order_id); falls back
     on the fields for records not made by a gateway (a side means a NEW)."""
-    kind = client_order_kind(ev["client_order_id"])
+    kind = client_order_kind(ev[CLIENT_ORDER_ID])
     if kind:
         return kind
-    if ev["side"]:
-        return int(CommandKind.NEW)
-    if ev["amount"]:
-        return int(CommandKind.DEPOSIT if ev["amount"] > 0 else CommandKind.WITHDRAW)
+    if ev[SIDE]:
+        return _NEW
+    if ev[AMOUNT]:
+        return int(CommandKind.DEPOSIT if ev[AMOUNT] > 0 else CommandKind.WITHDRAW)
     return int(CommandKind.CREATE_ACCOUNT)
 
 
-def is_admin_event(ev: Mapping[str, int]) -> bool:
+def is_admin_event(ev: Row) -> bool:
     """An event that answers an admin request (AdminResponse), not an order message."""
-    kind = ev["kind"]
+    kind = ev[KIND]
     if kind == _ACCOUNT_CREATED:
         return True
     if kind == _BALANCE:
-        return ev["amount"] != 0
+        return ev[AMOUNT] != 0
     if kind == _REJECTED:
         return command_kind(ev) in _ADMIN_KINDS
     return False
 
 
-def owner_account(ev: Mapping[str, int], item: Mapping[str, Any]) -> int:
+def owner_account(ev: Row, item: Mapping[str, Any]) -> int:
     """The account whose order an event's message is about (the maker's, for the maker's side)."""
-    return ev["maker_account"] if item.get("role") == ROLE_MAKER else ev["account"]
+    return ev[MAKER_ACCOUNT] if item.get("role") == ROLE_MAKER else ev[ACCOUNT]
 
 
 # --- formatting helpers -----------------------------------------------------------------------------
@@ -160,8 +206,11 @@ def avg_px(cum_quote: int, filled_lots: int, symbol: SymbolConfig) -> str:
     AVG_PX_EXTRA_DIGITS, rounded half to even; "0" before any fill."""
     if filled_lots <= 0 or cum_quote <= 0:
         return "0"
+    denominator = filled_lots * symbol.quote_units_per_tick_lot  # the lots' quote units at one tick
+    ticks, remainder = divmod(cum_quote, denominator)
+    if not remainder:  # a whole number of ticks (every fill at one price, say): the same text, memoized
+        return symbol.tick.format(ticks)
     numerator = cum_quote * symbol.tick.mantissa * 10**AVG_PX_EXTRA_DIGITS
-    denominator = filled_lots * symbol.quote_units_per_tick_lot
     quotient, remainder = divmod(numerator, denominator)
     if 2 * remainder > denominator or (2 * remainder == denominator and quotient % 2):
         quotient += 1
@@ -172,142 +221,153 @@ def _order_id_text(order_id: int) -> str:
     return str(order_id) if order_id > 0 else NO_ORDER_ID
 
 
-def _order_terms(body: dict, symbol: SymbolConfig | None, side: int, order_type: int, tif: int) -> None:
-    if symbol is not None:
-        body[F.SYMBOL] = symbol.name
-    if side in _SIDE:
-        body[F.SIDE] = _SIDE[side]
-    if order_type in _ORD_TYPE:
-        body[F.ORD_TYPE] = _ORD_TYPE[order_type]
-    if tif == _POST_ONLY:
-        body[F.TIME_IN_FORCE] = _TIF[int(TimeInForce.GTC)]
-        body[F.EXEC_INST] = POST_ONLY_EXEC_INST
-    elif tif in _TIF:
-        body[F.TIME_IN_FORCE] = _TIF[tif]
+_TERMS_MEMO_ENTRIES = 4096
+_terms_memo: dict[tuple, dict[str, str]] = {}
 
 
-def _execution_report(ev: Mapping[str, int], item: Mapping[str, Any], *, order_id: int, exec_type: str,
-                      ord_status: str, account: int, role: str, filled: int) -> dict:
-    body = {
+def _order_terms(symbol: SymbolConfig | None, side: int, order_type: int, tif: int) -> dict[str, str]:
+    """Symbol, Side, OrdType, TimeInForce and ExecInst of an order, those it has, as message fields.
+    Memoized: a handful of combinations make nearly every report (the caller copies the dict)."""
+    key = (symbol.name if symbol is not None else None, side, order_type, tif)
+    terms = _terms_memo.get(key)
+    if terms is None:
+        terms = {}
+        if symbol is not None:
+            terms[F.SYMBOL] = symbol.name
+        if side in _SIDE:
+            terms[F.SIDE] = _SIDE[side]
+        if order_type in _ORD_TYPE:
+            terms[F.ORD_TYPE] = _ORD_TYPE[order_type]
+        if tif == _POST_ONLY:
+            terms[F.TIME_IN_FORCE] = _TIF[int(TimeInForce.GTC)]
+            terms[F.EXEC_INST] = POST_ONLY_EXEC_INST
+        elif tif in _TIF:
+            terms[F.TIME_IN_FORCE] = _TIF[tif]
+        if len(_terms_memo) >= _TERMS_MEMO_ENTRIES:
+            _terms_memo.clear()
+        _terms_memo[key] = terms
+    return terms
+
+
+def _execution_report(ev: Row, item: Mapping[str, Any], order_id: int, exec_type: str, ord_status: str,
+                      account: int, role: str, filled: int, terms: dict[str, str]) -> dict:
+    """An ExecutionReport of an event up to the order's terms, with the slots of MsgSeqNum and
+    SendingTime (see the module docstring)."""
+    return {
         F.MSG_TYPE: M.EXECUTION_REPORT,
+        F.MSG_SEQ_NUM: None,
+        F.SENDING_TIME: None,
         F.ORDER_ID: _order_id_text(order_id),
         F.CL_ORD_ID: item.get("clordid", ""),
-        F.EXEC_ID: exec_id(ev, order_id, filled, role),
+        F.EXEC_ID: exec_id(ev[SEQ], ev[KIND], order_id, filled, role),
         F.EXEC_TYPE: exec_type,
         F.ORD_STATUS: ord_status,
         F.ACCOUNT: account,
+        **terms,
     }
-    return body
 
 
-def _quantities(body: dict, symbol: SymbolConfig | None, *, price: int, qty: int, leaves: int, filled: int,
-                cum_quote: int, cash: int = 0) -> None:
+def _quantities(message: dict, symbol: SymbolConfig | None, price: int, qty: int, leaves: int, filled: int,
+                cum_quote: int, cash: int) -> None:
     if symbol is None:
         return
+    lot = symbol.lot.format
     if price > 0:
-        body[F.PRICE] = symbol.tick.format(price)
+        message[F.PRICE] = symbol.tick.format(price)
     if qty > 0:
-        body[F.ORDER_QTY] = symbol.lot.format(qty)
+        message[F.ORDER_QTY] = lot(qty)
     elif cash > 0:
-        body[F.CASH_ORDER_QTY] = symbol.quote.unit.format(cash)
-    body[F.LEAVES_QTY] = symbol.lot.format(leaves)
-    body[F.CUM_QTY] = symbol.lot.format(filled)
-    body[F.AVG_PX] = avg_px(cum_quote, filled, symbol)
+        message[F.CASH_ORDER_QTY] = symbol.quote.unit.format(cash)
+    message[F.LEAVES_QTY] = lot(leaves)
+    message[F.CUM_QTY] = lot(filled)
+    message[F.AVG_PX] = avg_px(cum_quote, filled, symbol)
 
 
-def _finish(body: dict, ev: Mapping[str, int], item: Mapping[str, Any], text: str | None = None) -> dict:
+def _finish(message: dict, ev: Row, item: Mapping[str, Any], text: str | None = None) -> dict:
     if text is not None:
-        body[F.TEXT] = text
-    body[F.TRANSACT_TIME] = ev["ts"]
+        message[F.TEXT] = text
+    message[F.TRANSACT_TIME] = ev[TS]
     if item.get("resend"):
-        body[F.POSS_RESEND] = True
-    return body
+        message[F.POSS_RESEND] = True
+    return message
 
 
 # --- order messages ---------------------------------------------------------------------------------
 
 
-def order_message(config: ExchangeConfig, ev: Mapping[str, int], item: Mapping[str, Any]) -> dict | None:
-    """The message a trading session gets for one event (None for events that are not its business)."""
-    kind = ev["kind"]
-    builder = _ORDER_BUILDERS.get(kind)
+def order_message(config: ExchangeConfig, ev: Row, item: Mapping[str, Any]) -> dict | None:
+    """The message a trading session gets for one event, with MsgSeqNum and SendingTime to fill in
+    (None for events that are not its business, among them every admin event)."""
+    builder = _ORDER_BUILDERS.get(ev[KIND])
     return None if builder is None else builder(config, ev, item)
 
 
-def _accepted(config: ExchangeConfig, ev: Mapping[str, int], item: Mapping[str, Any]) -> dict:
-    symbol = _symbol(config, ev["symbol"])
-    body = _execution_report(ev, item, order_id=ev["order_id"], exec_type=EXEC_TYPES.NEW,
-                             ord_status=ORD_STATUSES.NEW, account=ev["account"], role=ROLE_ORDER, filled=0)
-    _order_terms(body, symbol, ev["side"], ev["order_type"], ev["tif"])
-    by_quote = client_order_by_quote(ev["client_order_id"]) and ev["qty"] == 0
-    _quantities(body, symbol, price=ev["price"], qty=ev["qty"], leaves=ev["leaves"], filled=ev["filled"],
-                cum_quote=0, cash=ev["amount"] if by_quote else 0)
-    return _finish(body, ev, item)
+def _accepted(config: ExchangeConfig, ev: Row, item: Mapping[str, Any]) -> dict:
+    symbol = _symbol(config, ev[SYMBOL])
+    order_id = ev[ORDER_ID]
+    message = _execution_report(ev, item, order_id, EXEC_TYPES.NEW, ORD_STATUSES.NEW, ev[ACCOUNT], ROLE_ORDER, 0,
+                                _order_terms(symbol, ev[SIDE], ev[ORDER_TYPE], ev[TIF]))
+    qty = ev[QTY]
+    by_quote = qty == 0 and client_order_by_quote(ev[CLIENT_ORDER_ID])
+    _quantities(message, symbol, ev[PRICE], qty, ev[LEAVES], ev[FILLED], 0, ev[AMOUNT] if by_quote else 0)
+    return _finish(message, ev, item)
 
 
-def _trade(config: ExchangeConfig, ev: Mapping[str, int], item: Mapping[str, Any]) -> dict:
-    symbol = _symbol(config, ev["symbol"])
-    maker = item.get("role") == ROLE_MAKER
-    if maker:
-        order_id, leaves, filled = ev["maker_order_id"], ev["maker_leaves"], ev["maker_filled"]
-        side, order_type, tif, account = _OPPOSITE.get(ev["side"], 0), int(OrderType.LIMIT), 0, ev["maker_account"]
-        fee, liquidity, price, by_quote = ev["maker_fee"], LIQUIDITY_ADDED, ev["price"], False
-        role = ROLE_MAKER
+def _trade(config: ExchangeConfig, ev: Row, item: Mapping[str, Any]) -> dict:
+    symbol = _symbol(config, ev[SYMBOL])
+    if item.get("role") == ROLE_MAKER:
+        role, order_id, leaves, filled, account = (ROLE_MAKER, ev[MAKER_ORDER_ID], ev[MAKER_LEAVES],
+                                                   ev[MAKER_FILLED], ev[MAKER_ACCOUNT])
+        terms = _order_terms(symbol, _OPPOSITE.get(ev[SIDE], 0), _LIMIT, 0)
+        fee, liquidity, price, by_quote = ev[MAKER_FEE], LIQUIDITY_ADDED, ev[PRICE], False
     else:
-        order_id, leaves, filled = ev["order_id"], ev["leaves"], ev["filled"]
-        side, order_type, tif, account = ev["side"], ev["order_type"], ev["tif"], ev["account"]
-        fee, liquidity, price = ev["taker_fee"], LIQUIDITY_REMOVED, 0
-        by_quote = client_order_by_quote(ev["client_order_id"]) and order_type == _MARKET
-        role = ROLE_TAKER
+        role, order_id, leaves, filled, account = ROLE_TAKER, ev[ORDER_ID], ev[LEAVES], ev[FILLED], ev[ACCOUNT]
+        order_type = ev[ORDER_TYPE]
+        terms = _order_terms(symbol, ev[SIDE], order_type, ev[TIF])
+        fee, liquidity, price = ev[TAKER_FEE], LIQUIDITY_REMOVED, 0
+        by_quote = order_type == _MARKET and client_order_by_quote(ev[CLIENT_ORDER_ID])
     if by_quote or leaves > 0:
         status = ORD_STATUSES.PARTIALLY_FILLED  # a buy by quote amount ends with ExecType C
     else:
         status = ORD_STATUSES.FILLED
-    body = _execution_report(ev, item, order_id=order_id, exec_type=EXEC_TYPES.TRADE, ord_status=status,
-                             account=account, role=role, filled=filled)
-    _order_terms(body, symbol, side, order_type, tif)
+    message = _execution_report(ev, item, order_id, EXEC_TYPES.TRADE, status, account, role, filled, terms)
     cum_quote = int(item.get("cum_quote") or 0)
-    _quantities(body, symbol, price=price, qty=0 if by_quote else leaves + filled, leaves=leaves,
-                filled=filled, cum_quote=cum_quote)
     if symbol is not None:
-        body[F.LAST_PX] = symbol.tick.format(ev["price"])
-        body[F.LAST_QTY] = symbol.lot.format(ev["qty"])
-        body[F.COMMISSION] = symbol.quote.unit.format(fee)
-        body[F.COMM_CURRENCY] = symbol.quote.name
-    body[F.LAST_LIQUIDITY_IND] = liquidity
-    body[F.TRD_MATCH_ID] = f"{ev['seq']}-{ev['maker_order_id']}-{ev['maker_filled']}"
-    return _finish(body, ev, item)
+        _quantities(message, symbol, price, 0 if by_quote else leaves + filled, leaves, filled, cum_quote, 0)
+        quote = symbol.quote
+        message[F.LAST_PX] = symbol.tick.format(ev[PRICE])
+        message[F.LAST_QTY] = symbol.lot.format(ev[QTY])
+        message[F.COMMISSION] = quote.unit.format(fee)
+        message[F.COMM_CURRENCY] = quote.name
+    message[F.LAST_LIQUIDITY_IND] = liquidity
+    message[F.TRD_MATCH_ID] = f"{ev[SEQ]}-{ev[MAKER_ORDER_ID]}-{ev[MAKER_FILLED]}"
+    return _finish(message, ev, item)
 
 
-def _cancelled(config: ExchangeConfig, ev: Mapping[str, int], item: Mapping[str, Any]) -> dict:
-    symbol = _symbol(config, ev["symbol"])
-    reason = ev["reason"]
+def _cancelled(config: ExchangeConfig, ev: Row, item: Mapping[str, Any]) -> dict:
+    symbol = _symbol(config, ev[SYMBOL])
+    reason = ev[REASON]
     expired = reason in _EXPIRY
-    body = _execution_report(
-        ev, item, order_id=ev["order_id"],
-        exec_type=EXEC_TYPES.EXPIRED if expired else EXEC_TYPES.CANCELED,
-        ord_status=ORD_STATUSES.EXPIRED if expired else ORD_STATUSES.CANCELED,
-        account=ev["account"], role=ROLE_ORDER, filled=ev["filled"],
-    )
-    _order_terms(body, symbol, ev["side"], ev["order_type"], ev["tif"])
-    _quantities(body, symbol, price=ev["price"], qty=ev["qty"], leaves=0, filled=ev["filled"],
-                cum_quote=int(item.get("cum_quote") or 0))
+    filled = ev[FILLED]
+    message = _execution_report(ev, item, ev[ORDER_ID], EXEC_TYPES.EXPIRED if expired else EXEC_TYPES.CANCELED,
+                                ORD_STATUSES.EXPIRED if expired else ORD_STATUSES.CANCELED, ev[ACCOUNT], ROLE_ORDER,
+                                filled, _order_terms(symbol, ev[SIDE], ev[ORDER_TYPE], ev[TIF]))
+    _quantities(message, symbol, ev[PRICE], ev[QTY], 0, filled, int(item.get("cum_quote") or 0), 0)
     try:
         text = CancelReason(reason).name
     except ValueError:
         text = f"cancel reason {reason}"
-    return _finish(body, ev, item, text)
+    return _finish(message, ev, item, text)
 
 
-def _replaced(config: ExchangeConfig, ev: Mapping[str, int], item: Mapping[str, Any]) -> dict:
-    symbol = _symbol(config, ev["symbol"])
-    status = ORD_STATUSES.PARTIALLY_FILLED if ev["filled"] > 0 else ORD_STATUSES.NEW
-    body = _execution_report(ev, item, order_id=ev["order_id"], exec_type=EXEC_TYPES.REPLACED,
-                             ord_status=status, account=ev["account"], role=ROLE_ORDER, filled=ev["filled"])
-    _order_terms(body, symbol, ev["side"], ev["order_type"], ev["tif"])
-    _quantities(body, symbol, price=ev["price"], qty=ev["qty"], leaves=ev["leaves"], filled=ev["filled"],
-                cum_quote=int(item.get("cum_quote") or 0))
-    return _finish(body, ev, item)
+def _replaced(config: ExchangeConfig, ev: Row, item: Mapping[str, Any]) -> dict:
+    symbol = _symbol(config, ev[SYMBOL])
+    filled = ev[FILLED]
+    status = ORD_STATUSES.PARTIALLY_FILLED if filled > 0 else ORD_STATUSES.NEW
+    message = _execution_report(ev, item, ev[ORDER_ID], EXEC_TYPES.REPLACED, status, ev[ACCOUNT], ROLE_ORDER,
+                                filled, _order_terms(symbol, ev[SIDE], ev[ORDER_TYPE], ev[TIF]))
+    _quantities(message, symbol, ev[PRICE], ev[QTY], ev[LEAVES], filled, int(item.get("cum_quote") or 0), 0)
+    return _finish(message, ev, item)
 
 
 def _reason_name(reason: int) -> str:
@@ -317,53 +377,55 @@ def _reason_name(reason: int) -> str:
         return f"REJECT_REASON_{reason}"
 
 
-def _rejected(config: ExchangeConfig, ev: Mapping[str, int], item: Mapping[str, Any]) -> dict | None:
+def _rejected(config: ExchangeConfig, ev: Row, item: Mapping[str, Any]) -> dict | None:
     kind = command_kind(ev)
-    reason = _reason_name(ev["reason"])
+    reason = _reason_name(ev[REASON])
     if kind in _CANCEL_KINDS:
-        return cancel_reject(ev["order_id"], item.get("clordid", ""), kind == int(CommandKind.CANCEL_REPLACE),
-                             reason, reason, transact_time=ev["ts"], resend=bool(item.get("resend")))
-    if kind == int(CommandKind.CANCEL_ALL):
-        body = {
+        body = cancel_reject(ev[ORDER_ID], item.get("clordid", ""), kind == _CANCEL_REPLACE, reason, reason,
+                             transact_time=ev[TS], resend=bool(item.get("resend")))
+        return {F.MSG_TYPE: body[F.MSG_TYPE], F.MSG_SEQ_NUM: None, F.SENDING_TIME: None, **body}  # slots added
+    if kind == _CANCEL_ALL:
+        message = {
             F.MSG_TYPE: M.ORDER_MASS_CANCEL_REPORT,
+            F.MSG_SEQ_NUM: None,
+            F.SENDING_TIME: None,
             F.CL_ORD_ID: item.get("clordid", ""),
-            F.MASS_CANCEL_REQUEST_TYPE: MASS_CANCEL_ALL if ev["symbol"] == ALL_SYMBOLS else MASS_CANCEL_SYMBOL,
+            F.MASS_CANCEL_REQUEST_TYPE: MASS_CANCEL_ALL if ev[SYMBOL] == ALL_SYMBOLS else MASS_CANCEL_SYMBOL,
             F.MASS_CANCEL_RESPONSE: MASS_CANCEL_REJECTED,
             F.MASS_CANCEL_REJECT_REASON: int(
                 MassCancelRejectReason.UNKNOWN_SECURITY if reason == RejectReason.UNKNOWN_SYMBOL.name
                 else MassCancelRejectReason.OTHER),
             F.TOTAL_AFFECTED_ORDERS: 0,
-            F.ACCOUNT: ev["account"],
+            F.ACCOUNT: ev[ACCOUNT],
         }
-        return _finish(body, ev, item, reason)
+        return _finish(message, ev, item, reason)
     if kind in _ADMIN_KINDS:
         return None  # an AdminResponse (admin_message)
-    symbol = _symbol(config, ev["symbol"])
-    body = _execution_report(ev, item, order_id=ev["order_id"], exec_type=EXEC_TYPES.REJECTED,
-                             ord_status=ORD_STATUSES.REJECTED, account=ev["account"], role=ROLE_ORDER,
-                             filled=0)
-    _order_terms(body, symbol, ev["side"], ev["order_type"], ev["tif"])
-    by_quote = client_order_by_quote(ev["client_order_id"])
-    _quantities(body, symbol, price=ev["price"], qty=ev["qty"], leaves=0, filled=0, cum_quote=0,
-                cash=ev["amount"] if by_quote else 0)
-    body[F.ORD_REJ_REASON] = ord_rej_reason(reason)
-    return _finish(body, ev, item, reason)
+    symbol = _symbol(config, ev[SYMBOL])
+    message = _execution_report(ev, item, ev[ORDER_ID], EXEC_TYPES.REJECTED, ORD_STATUSES.REJECTED, ev[ACCOUNT],
+                                ROLE_ORDER, 0, _order_terms(symbol, ev[SIDE], ev[ORDER_TYPE], ev[TIF]))
+    by_quote = client_order_by_quote(ev[CLIENT_ORDER_ID])
+    _quantities(message, symbol, ev[PRICE], ev[QTY], 0, 0, 0, ev[AMOUNT] if by_quote else 0)
+    message[F.ORD_REJ_REASON] = ord_rej_reason(reason)
+    return _finish(message, ev, item, reason)
 
 
-def _mass_cancelled(config: ExchangeConfig, ev: Mapping[str, int], item: Mapping[str, Any]) -> dict:
-    symbol = _symbol(config, ev["symbol"])
-    request_type = MASS_CANCEL_ALL if ev["symbol"] == ALL_SYMBOLS else MASS_CANCEL_SYMBOL
-    body = {
+def _mass_cancelled(config: ExchangeConfig, ev: Row, item: Mapping[str, Any]) -> dict:
+    symbol = _symbol(config, ev[SYMBOL])
+    request_type = MASS_CANCEL_ALL if ev[SYMBOL] == ALL_SYMBOLS else MASS_CANCEL_SYMBOL
+    message = {
         F.MSG_TYPE: M.ORDER_MASS_CANCEL_REPORT,
+        F.MSG_SEQ_NUM: None,
+        F.SENDING_TIME: None,
         F.CL_ORD_ID: item.get("clordid", ""),
         F.MASS_CANCEL_REQUEST_TYPE: request_type,
         F.MASS_CANCEL_RESPONSE: request_type,
-        F.TOTAL_AFFECTED_ORDERS: ev["qty"],
-        F.ACCOUNT: ev["account"],
+        F.TOTAL_AFFECTED_ORDERS: ev[QTY],
+        F.ACCOUNT: ev[ACCOUNT],
     }
-    if symbol is not None and ev["symbol"] != ALL_SYMBOLS:
-        body[F.SYMBOL] = symbol.name
-    return _finish(body, ev, item)
+    if symbol is not None and ev[SYMBOL] != ALL_SYMBOLS:
+        message[F.SYMBOL] = symbol.name
+    return _finish(message, ev, item)
 
 
 _ORDER_BUILDERS = {
@@ -406,38 +468,38 @@ def cancel_reject(order_id: int, clordid: str, replace: bool, reason: str, text:
 # --- admin responses --------------------------------------------------------------------------------
 
 
-def admin_message(config: ExchangeConfig, ev: Mapping[str, int], item: Mapping[str, Any], *,
+def admin_message(config: ExchangeConfig, ev: Row, item: Mapping[str, Any], *,
                   key_id: str | None = None, secret: str | None = None) -> dict | None:
     """The AdminResponse (UR) an admin session gets for an event that answers its request.
     ``key_id``/``secret``: the credentials of a created account (from the credential store)."""
-    kind = ev["kind"]
+    kind = ev[KIND]
     body: dict[str, Any] = {F.MSG_TYPE: M.ADMIN_RESPONSE,
                             F.ADMIN_REQ_ID: item.get("clordid", "")}
     if kind == _ACCOUNT_CREATED:
         body[F.ADMIN_ACTION] = ADMIN_CREATE_ACCOUNT
         body[F.STATUS] = STATUS_OK
-        body[F.ACCOUNT] = ev["account"]
+        body[F.ACCOUNT] = ev[ACCOUNT]
         if key_id:
             body[F.KEY_ID] = key_id
             body[F.SECRET] = secret or ""
     elif kind == _BALANCE:
-        asset = config.assets[ev["asset"]] if 0 <= ev["asset"] < len(config.assets) else None
-        body[F.ADMIN_ACTION] = ADMIN_DEPOSIT if ev["amount"] > 0 else ADMIN_WITHDRAW
+        asset = config.assets[ev[ASSET]] if 0 <= ev[ASSET] < len(config.assets) else None
+        body[F.ADMIN_ACTION] = ADMIN_DEPOSIT if ev[AMOUNT] > 0 else ADMIN_WITHDRAW
         body[F.STATUS] = STATUS_OK
-        body[F.ACCOUNT] = ev["account"]
+        body[F.ACCOUNT] = ev[ACCOUNT]
         if asset is not None:
             body[F.CURRENCY] = asset.name
-            body[F.AMOUNT] = asset.unit.format(abs(ev["amount"]))
-            body[F.AVAILABLE] = asset.unit.format(ev["available"])
-            body[F.FROZEN] = asset.unit.format(ev["frozen"])
+            body[F.AMOUNT] = asset.unit.format(abs(ev[AMOUNT]))
+            body[F.AVAILABLE] = asset.unit.format(ev[AVAILABLE])
+            body[F.FROZEN] = asset.unit.format(ev[FROZEN])
     elif kind == _REJECTED:
         command = command_kind(ev)
         if command not in _ADMIN_KINDS:
             return None
-        reason = _reason_name(ev["reason"])
+        reason = _reason_name(ev[REASON])
         body[F.ADMIN_ACTION] = _ACTION_OF_KIND[command]
         body[F.STATUS] = STATUS_REJECTED
-        body[F.ACCOUNT] = ev["account"]
+        body[F.ACCOUNT] = ev[ACCOUNT]
         body[F.TEXT] = reason
     else:
         return None
@@ -473,9 +535,10 @@ def status_report(config: ExchangeConfig, view: Mapping[str, Any], *, req_clordi
         F.ORD_STATUS: status,
         F.ACCOUNT: int(view.get("account", -1)),
     }
-    _order_terms(body, symbol, int(view.get("side", 0)), int(view.get("order_type", 0)), int(view.get("tif", 0)))
-    _quantities(body, symbol, price=int(view.get("price", 0)), qty=int(view.get("qty", 0)),
-                leaves=int(view.get("leaves", 0)), filled=filled, cum_quote=int(view.get("cum_quote", 0)))
+    body.update(_order_terms(symbol, int(view.get("side", 0)), int(view.get("order_type", 0)),
+                             int(view.get("tif", 0))))
+    _quantities(body, symbol, int(view.get("price", 0)), int(view.get("qty", 0)), int(view.get("leaves", 0)),
+                filled, int(view.get("cum_quote", 0)), 0)
     if status == ORD_STATUSES.REJECTED and "reason" in view:
         reason = _reason_name(int(view["reason"]))
         body[F.ORD_REJ_REASON] = ord_rej_reason(reason)

@@ -7,6 +7,7 @@ USDT units; fees 2 bps maker, 5 bps taker) with a 10 s heartbeat and a 5 s logon
 
 from __future__ import annotations
 
+from decimal import ROUND_HALF_EVEN, Decimal
 from typing import Any
 
 import numpy as np
@@ -15,7 +16,7 @@ import pytest
 from common.config import default_document, parse_config
 from common.credentials import CredentialStore
 from common.intake import decode_submissions
-from common.protocol import client_order_number, encode, sign_logon
+from common.protocol import client_order_number, encode, exec_id, sign_logon
 from common.records import (
     ALL_SYMBOLS,
     EVENT_DTYPE,
@@ -28,6 +29,7 @@ from common.records import (
     TimeInForce,
 )
 from common.reports import ReportMessage, gateway_topic
+from gateway import reports
 from gateway.core import GatewayCore, Query, Submit, ToClient
 
 T0 = 1_700_000_000_000_000_000
@@ -611,6 +613,69 @@ def test_a_trade_reports_the_makers_fill_with_its_fee(gw):
     assert report["ExecID"] == "11-3-5-300-maker" and "TimeInForce" not in report
 
 
+def test_a_trade_report_has_each_sides_fields_in_their_order(gw):
+    taker = gw.connect_trader(b"taker")
+    maker = gw.connect_trader(b"maker")
+    taker_report, maker_report = messages(gw.report(
+        (trade(taker, maker), item(gw.session_id(b"taker"), taker, "t1", "taker", 649_990_000)),
+        (trade(taker, maker), item(gw.session_id(b"maker"), maker, "m1", "maker", 1_949_970_000, resend=True))))
+    # Lists of items: the key order shows in the msgpack bytes a client gets.
+    assert list(taker_report.items()) == [
+        ("MsgType", "8"), ("MsgSeqNum", 2), ("SendingTime", T0), ("OrderID", "11"), ("ClOrdID", "t1"),
+        ("ExecID", "11-3-11-100-taker"), ("ExecType", "F"), ("OrdStatus", "1"), ("Account", taker),
+        ("Symbol", "BTC-USDT"), ("Side", "1"), ("OrdType", "2"), ("TimeInForce", "3"), ("OrderQty", "0.03"),
+        ("LeavesQty", "0.02"), ("CumQty", "0.01"), ("AvgPx", "64999"), ("LastPx", "64999"), ("LastQty", "0.01"),
+        ("Commission", "0.324995"), ("CommCurrency", "USDT"), ("LastLiquidityInd", "2"), ("TrdMatchID", "11-5-300"),
+        ("TransactTime", T0 + 9)]
+    assert list(maker_report.items()) == [
+        ("MsgType", "8"), ("MsgSeqNum", 2), ("SendingTime", T0), ("OrderID", "5"), ("ClOrdID", "m1"),
+        ("ExecID", "11-3-5-300-maker"), ("ExecType", "F"), ("OrdStatus", "2"), ("Account", maker),
+        ("Symbol", "BTC-USDT"), ("Side", "2"), ("OrdType", "2"), ("Price", "64999"), ("OrderQty", "0.03"),
+        ("LeavesQty", "0"), ("CumQty", "0.03"), ("AvgPx", "64999"), ("LastPx", "64999"), ("LastQty", "0.01"),
+        ("Commission", "0.129998"), ("CommCurrency", "USDT"), ("LastLiquidityInd", "1"), ("TrdMatchID", "11-5-300"),
+        ("TransactTime", T0 + 9), ("PossResend", True)]
+
+
+def test_exec_ids_are_the_protocols_for_every_side(gw):
+    taker = gw.connect_trader(b"taker")
+    maker = gw.connect_trader(b"maker")
+    record = trade(taker, maker)
+    fields = {name: record[name][0].item() for name in reports.ROW_FIELDS}
+    taker_report, maker_report = messages(gw.report(
+        (record, item(gw.session_id(b"taker"), taker, "t1", "taker", 649_990_000)),
+        (record, item(gw.session_id(b"maker"), maker, "m1", "maker", 1_949_970_000))))
+    assert taker_report["ExecID"] == exec_id(fields["seq"], fields["kind"], 11, 100, "taker")
+    assert maker_report["ExecID"] == exec_id(fields["seq"], fields["kind"], 5, 300, "maker")
+
+
+def test_event_rows_hold_every_field_at_its_position():
+    records = np.zeros(4, dtype=EVENT_DTYPE)
+    rng = np.random.default_rng(7)
+    for name in reports.ROW_FIELDS:
+        limits = np.iinfo(EVENT_DTYPE[name])
+        records[name] = rng.integers(limits.min, limits.max, size=len(records), endpoint=True,
+                                     dtype=EVENT_DTYPE[name])
+    records["reserved"] = 0xFF
+    assert set(reports.ROW_FIELDS) == set(EVENT_DTYPE.names) - {"reserved"}
+    rows = list(reports.event_rows(records))
+    assert rows == [tuple(record[name].item() for name in reports.ROW_FIELDS) for record in records]
+    for name in ("seq", "maker_filled", "symbol", "maker_account", "kind", "tif"):
+        assert rows[2][getattr(reports, name.upper())] == records[name][2]
+
+
+@pytest.mark.parametrize("cum_quote, filled", [
+    (650_000_000, 100),  # every fill at 65000
+    (1_300_002_000, 200),  # 65000 and 65000.2: a whole number of ticks on average, 65000.1
+    (19_500_010, 3),  # 65000.0333...
+    (1, 16), (3, 16),  # ties beyond the tick's decimals: to the even digit
+])
+def test_the_average_price_is_the_quotient_rounded_half_to_even(gw, cum_quote, filled):
+    symbol = gw.config.symbols[BTC_USDT]  # one lot at one tick is 10 USDT units
+    exact = Decimal(cum_quote) / (filled * symbol.quote_units_per_tick_lot) * Decimal("0.1")
+    expected = format(exact.quantize(Decimal("0.00001"), ROUND_HALF_EVEN).normalize(), "f")
+    assert reports.avg_px(cum_quote, filled, symbol) == expected
+
+
 def test_the_average_price_rounds_half_to_even_beyond_the_tick(gw):
     taker = gw.connect_trader(b"taker")
     # 0.0003 filled for 19.50001 USDT: 65000.0333... per BTC.
@@ -723,6 +788,23 @@ def test_a_report_for_a_gone_session_goes_to_the_accounts_other_sessions(gw):
                                side=Side.BUY, order_type=OrderType.LIMIT, price=650000, qty=300, leaves=300),
                          item(gone, account, "a1")))
     assert [a.identity for a in actions] == [b"c2"]
+
+
+def test_each_other_session_gets_its_own_copy_of_a_report_with_its_own_seq_num(gw):
+    account, key_id, secret = gw.trader()
+    for identity in (b"c1", b"c2", b"c3"):
+        gw.logon(identity, key_id, secret)
+        gw.now += 1
+    gone = gw.session_id(b"c1")
+    gw.send(b"c1", "5")
+    gw.send(b"c3", "1", TestReqID="t")  # c3 has been sent one message more than c2
+    actions = gw.report((event(EventKind.ACCEPTED, seq=10, order_id=10, account=account, symbol=BTC_USDT,
+                               side=Side.BUY, order_type=OrderType.LIMIT, price=650000, qty=300, leaves=300),
+                         item(gone, account, "a1")))
+    assert [a.identity for a in actions] == [b"c2", b"c3"]
+    first, second = messages(actions)
+    assert first is not second and (first["MsgSeqNum"], second["MsgSeqNum"]) == (2, 3)
+    assert list({**first, "MsgSeqNum": 0}.items()) == list({**second, "MsgSeqNum": 0}.items())
 
 
 def test_a_report_never_reaches_a_session_of_another_account(gw):
