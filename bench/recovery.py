@@ -36,6 +36,7 @@ import zmq
 
 from bench import workloads
 from common.config import Durability, ExchangeConfig, default_config, load_config
+from common.heap import HeapKeeper
 from common.intake import Envelope
 from common.journal import Journal
 from common.reports import encode_report
@@ -79,6 +80,8 @@ def replay_in_process(config: ExchangeConfig, journal_path: Path, snapshot_at: i
     """The whole journal through the engine's start-up path; a snapshot at ``snapshot_at``."""
     service = EngineService(config)
     service.warm_up()
+    heap = HeapKeeper()  # the collector paced as the engine paces it while it replays
+    heap.recovering()
     replay_s = snapshot_s = 0.0
     with Journal(journal_path, map_bytes=map_bytes, durability=Durability.PROCESS, readonly=True) as journal:
         head = journal.last_seq()
@@ -90,6 +93,7 @@ def replay_in_process(config: ExchangeConfig, journal_path: Path, snapshot_at: i
             batch = journal.read(first, count)
             for message in service.apply(batch, resend=True):
                 encode_report(message)
+            heap.recovered()
             replay_s += time.perf_counter() - started
             first = batch.last + 1
             if batch.last == snapshot_at:

@@ -290,6 +290,7 @@ class EngineProcess:
     def catch_up(self) -> None:
         started = last_log = time.monotonic()
         applied = 0
+        self.heap.recovering()
         while True:
             if self.stopping:
                 return
@@ -303,6 +304,7 @@ class EngineProcess:
                     raise Fatal(f"replay from seq {first} returned nothing while the head is {batch.head}")
                 break
             self._apply(batch, resend=True)
+            self.heap.recovered()
             applied += len(batch.records)
             now = time.monotonic()
             if now - last_log >= STATUS_INTERVAL_S:

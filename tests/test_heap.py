@@ -7,7 +7,7 @@ import weakref
 
 import pytest
 
-from common.heap import GEN2_AFTER_GEN1, HeapKeeper
+from common.heap import GEN2_AFTER_GEN1, RECOVERY_GEN0_THRESHOLD, HeapKeeper
 
 
 class Node:
@@ -49,6 +49,22 @@ def test_survivors_are_frozen_once_the_interval_has_passed(restore_gc):
     keeper.tick(1e12, idle=False)
     assert gc.get_freeze_count() >= frozen + len(survivors)
 
+
+def test_recovery_collects_the_young_seldom_freezes_each_chunk_and_start_up_restores_the_pace(restore_gc):
+    usual = gc.get_threshold()
+    keeper = HeapKeeper()
+    keeper.recovering()
+    assert gc.get_threshold() == (RECOVERY_GEN0_THRESHOLD, usual[1], usual[2])
+    frozen = gc.get_freeze_count()
+    kept = [Node() for _ in range(1000)]
+    keeper.recovered()
+    assert gc.get_freeze_count() >= frozen + len(kept)
+    keeper.recovering()  # again (a second catch-up): the usual thresholds are still the ones kept
+    keeper.started()
+    assert gc.get_threshold() == (usual[0], usual[1], GEN2_AFTER_GEN1)
+    dead = cycle()  # collection works as before once started
+    gc.collect()
+    assert dead() is None
 
 def test_a_cycle_that_died_frozen_is_collected_when_the_process_is_idle(restore_gc):
     keeper = HeapKeeper(freeze_interval_s=1e9, full_interval_s=1.0)
