@@ -291,18 +291,22 @@ class EngineProcess:
         started = last_log = time.monotonic()
         applied = 0
         self.heap.recovering()
+        first = self.service.last_seq + 1
+        self._ask_replay(first, REPLAY_CHUNK)
         while True:
             if self.stopping:
                 return
             self._follow_subscriptions()
-            first = self.service.last_seq + 1
-            batch = self.replay(first, REPLAY_CHUNK)
+            batch = self._await_replay(first, REPLAY_CHUNK)
             if batch.head is None:
                 raise Fatal("a replay answer without the journal head")
             if len(batch.records) == 0:
                 if batch.head >= first:
                     raise Fatal(f"replay from seq {first} returned nothing while the head is {batch.head}")
                 break
+            if batch.last < batch.head:  # the sequencer reads the next chunk while this one is applied
+                first = batch.last + 1
+                self._ask_replay(first, REPLAY_CHUNK)
             self._apply(batch, resend=True)
             self.heap.recovered()
             applied += len(batch.records)
@@ -448,7 +452,14 @@ class EngineProcess:
 
     def replay(self, first: int, count: int) -> SequencedBatch:
         """Ask the sequencer for ``count`` commands from ``first``; keep the stream meanwhile."""
-        self.replay_socket.send_multipart(encode_replay_request(first, count))
+        self._ask_replay(first, count)
+        return self._await_replay(first, count)
+
+    def _ask_replay(self, first: int, count: int) -> None:
+        send_frames(self.replay_socket, encode_replay_request(first, count))
+
+    def _await_replay(self, first: int, count: int) -> SequencedBatch:
+        """The answer to the request of ``count`` commands from ``first`` (the one asked last)."""
         deadline = time.monotonic() + REPLAY_TIMEOUT_S
         while True:
             remaining = deadline - time.monotonic()
