@@ -209,15 +209,12 @@ class Journal:
 
     def sequenced_as(self, keys: list[tuple[int, str]]) -> dict[tuple[int, str], int]:
         """The seq each (account, ClOrdID) of ``keys`` was first journaled with, for those journaled."""
-        found: dict[tuple[int, str], int] = {}
         if not keys or self._clordids is None:
-            return found
-        with self._begin() as txn:
-            for key in keys:
-                value = txn.get(clordid_key(*key), db=self._clordids)
-                if value is not None:
-                    found[key] = _key_seq(value)
-        return found
+            return {}
+        by_index_key = {clordid_key(*key): key for key in keys}
+        with self._begin() as txn:  # one call for the whole list: it returns the keys found only
+            hits = txn.cursor(db=self._clordids).getmulti(list(by_index_key))
+            return {by_index_key[index_key]: _key_seq(value) for index_key, value in hits}
 
     def clordid_count(self) -> int:
         """(account, ClOrdID) pairs in the index."""

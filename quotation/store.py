@@ -88,11 +88,14 @@ class QuotationStore:
                 txn.put(key, qty.to_bytes(8, "big"), db=self._levels)
             else:
                 txn.delete(key, db=self._levels)
-        for (symbol, interval, open_time), bar in changes.bars.items():
-            txn.put(_bar_key(symbol, interval, open_time), msgpack.packb(bar.row()), db=self._bars)
+        pack = msgpack.Packer().pack  # packb would make a Packer per row
+        # One call per table: the rows of a busy turn are many, and each put is a Python call otherwise.
+        txn.cursor(db=self._bars).putmulti([(_bar_key(symbol, interval, open_time), pack(bar.row()))
+                                            for (symbol, interval, open_time), bar in changes.bars.items()])
+        txn.cursor(db=self._trades).putmulti([(_trade_key(symbol, trade.id), pack(trade.row()))
+                                              for symbol, trade in changes.trades])
         newest: dict[int, int] = {}
         for symbol, trade in changes.trades:
-            txn.put(_trade_key(symbol, trade.id), msgpack.packb(trade.row()), db=self._trades)
             newest[symbol] = trade.id
         for symbol, last_id in newest.items():
             self._drop_range(txn, self._trades, _trade_key(symbol, 0), _trade_key(symbol, last_id - self.recent_trades + 1)
