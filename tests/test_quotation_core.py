@@ -13,7 +13,7 @@ import numpy as np
 import pytest
 
 from common.intake import Envelope
-from common.market import INTERVALS, depth_channel, kline_channel, ticker_channel, trades_channel
+from common.market import INTERVALS, depth_channel, kline_channel, trades_channel
 from common.reports import market_topic
 from common.stream import SequencedBatch
 from engine.service import EngineService
