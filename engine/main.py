@@ -40,7 +40,6 @@ import msgpack
 import numpy as np
 import zmq
 
-
 from common.heap import HeapKeeper
 from common.pauses import PauseLog
 from common.signals import StopSignals

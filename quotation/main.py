@@ -29,7 +29,6 @@ import time
 import msgpack
 import zmq
 
-
 from common.config import ExchangeConfig, load_config
 from common.heap import HeapKeeper
 from common.market import decode_query, encode_publication

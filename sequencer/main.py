@@ -28,7 +28,6 @@ from dataclasses import dataclass, fields
 import numpy as np
 import zmq
 
-
 from common.heap import HeapKeeper
 from common.signals import StopSignals
 from common.config import ConfigError, ExchangeConfig, load_config
