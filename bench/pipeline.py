@@ -591,13 +591,16 @@ def journal_check(exchange: Exchange, steps: list[Step], specs: list[ConnectionS
             for kind, account, envelope in zip(kinds, record_accounts, batch.envelopes):
                 if kind == new:
                     seen[(account, envelope.clordid)] += 1
+        batches = journal.batch_count()
+        commands = journal.last_seq() - journal.first_seq() + 1 if journal.last_seq() else 0
     finally:
         journal.close()
     once = sum(1 for key in acknowledged if seen.get(key) == 1)
     return {"acknowledged": len(acknowledged), "journaled_once": once,
             "journaled_twice_or_more": sum(1 for key in acknowledged if seen.get(key, 0) > 1),
             "acknowledged_not_journaled": sum(1 for key in acknowledged if key not in seen),
-            "journal_new_orders": sum(seen.values())}
+            "journal_new_orders": sum(seen.values()),
+            "journal_commands_per_batch": round(commands / batches, 1) if batches else 0.0}
 
 
 def plot(path: Path, rows: list[tuple[str, Step, Step | None]]) -> None:

@@ -4,7 +4,9 @@
     python -m bench.recovery --quick     # 200,000 commands: a smoke test
 
 1. A journal of ``--commands`` commands (the exchange-core mix of bench/workloads.py, each with a ClOrdID)
-   is written to LMDB in a temporary directory, as the sequencer writes it.
+   is written to LMDB in a temporary directory, as the sequencer writes it: in batches of
+   ``--journal-batch`` commands (a batch is one LMDB entry; the sequencer's batches are what arrived
+   during its previous commit, see ``journal_commands_per_batch`` in ``bench.pipeline``'s output).
 2. In process, the engine's recovery path: the journal read in the sequencer's replay chunks, each chunk
    applied by ``EngineService.apply`` and its report messages encoded, as the engine does at start-up.
    ``replay_commands_per_s`` is its rate over the whole journal. A snapshot is taken when ``--tail``
@@ -50,7 +52,7 @@ if str(ROOT) not in sys.path:  # tests/ is not an installed package: its TOML wr
 from tests.harness import to_toml  # noqa: E402
 
 REPLAY_CHUNK = 65_536  # what the engine asks the sequencer for per replay request
-WRITE_CHUNK = 65_536
+JOURNAL_BATCH = 32  # commands per journal batch by default: about what the sequencer commits at 10,000 orders/s
 PROCESS_TIMEOUT_S = 1800.0
 POLL_S = 0.05
 
@@ -66,12 +68,12 @@ def envelopes_for(records: np.ndarray) -> list[Envelope]:
     return [Envelope(1, f"c{seq}") for seq in records["seq"].tolist()]
 
 
-def write_journal(path: Path, commands: np.ndarray, map_bytes: int) -> float:
+def write_journal(path: Path, commands: np.ndarray, map_bytes: int, batch: int = JOURNAL_BATCH) -> float:
+    envelopes = envelopes_for(commands)
     started = time.perf_counter()
     with Journal(path, map_bytes=map_bytes, durability=Durability.PROCESS) as journal:
-        for start in range(0, len(commands), WRITE_CHUNK):
-            chunk = commands[start : start + WRITE_CHUNK]
-            journal.append(chunk, envelopes_for(chunk))
+        for start in range(0, len(commands), batch):
+            journal.append(commands[start : start + batch], envelopes[start : start + batch])
     return time.perf_counter() - started
 
 
@@ -176,7 +178,7 @@ def timed_engine_start(processes: Processes, head: int) -> float:
     return elapsed
 
 
-def run(commands_count: int, tail: int, log) -> dict:
+def run(commands_count: int, tail: int, log, journal_batch: int = JOURNAL_BATCH) -> dict:
     spec = dataclasses.replace(workloads.EXCHANGE_CORE, commands=max(1, commands_count))
     log(f"workload of {commands_count:,} commands (generated once, then cached in bench/.cache)")
     _, commands = journal_commands(spec, commands_count)
@@ -188,9 +190,9 @@ def run(commands_count: int, tail: int, log) -> dict:
         config_path.write_text(to_toml(document))
         config = load_config(config_path)
         map_bytes = 1 << 30
-        write_s = write_journal(config.paths.journal_dir, commands, map_bytes)
+        write_s = write_journal(config.paths.journal_dir, commands, map_bytes, journal_batch)
         del commands
-        log(f"journal of {count:,} commands written in {write_s:.1f} s")
+        log(f"journal of {count:,} commands written in batches of {journal_batch} in {write_s:.1f} s")
         snapshot_at = max(1, count - tail)
         store = config.paths.snapshot_dir
         in_process = replay_in_process(config, config.paths.journal_dir, snapshot_at, store, map_bytes, log)
@@ -222,6 +224,7 @@ def run(commands_count: int, tail: int, log) -> dict:
         "sequencer_start_s": round(sequencer_start_s, 2),
         "snapshot_write_s": round(in_process["snapshot_write_s"], 2),
         "journal_write_s": round(write_s, 2),
+        "journal_commands_per_batch": journal_batch,
         "targets": {"replay_commands_per_s": 2_000_000, "recover_s_from_snapshot": 10.0,
                     "met": in_process["replay_commands_per_s"] >= 2_000_000 and from_snapshot < 10.0},
     }
@@ -247,6 +250,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--commands", type=int, help="journal length (default 10,000,000)")
     parser.add_argument("--tail", type=int, help="commands after the snapshot (default: the default "
                                                   "configuration's engine.snapshot_every_commands)")
+    parser.add_argument("--journal-batch", type=int, default=JOURNAL_BATCH,
+                        help=f"commands per journal batch (default {JOURNAL_BATCH})")
     args = parser.parse_args(argv)
     count = args.commands or (200_000 if args.quick else 10_000_000)
     tail = args.tail or (50_000 if args.quick else default_config().engine.snapshot_every_commands)
@@ -254,7 +259,7 @@ def main(argv: list[str] | None = None) -> int:
     def log(text: str) -> None:
         print(text, file=sys.stderr if args.json else sys.stdout, flush=True)
 
-    result = run(count, tail, log)
+    result = run(count, tail, log, max(1, args.journal_batch))
     print(json.dumps(result) if args.json else json.dumps(result, indent=2))
     return 0
 

@@ -2,13 +2,16 @@
 
 Frames: ``[records, envelopes]``. ``records`` is one or more COMMAND_DTYPE records (80 bytes each) with
 ``seq`` and ``ts`` zero (the sequencer sets them) and ``origin`` the gateway's id; a gateway sends what it
-took from its clients in one loop turn as one message, in the order it took them. ``envelopes`` is a
-msgpack array with a map per record, of what the engine needs to report back and the sequencer needs to
-de-duplicate:
+took from its clients in one loop turn as one message, in the order it took them. ``envelopes`` holds,
+per record, what the engine needs to report back and the sequencer needs to de-duplicate:
 
 - ``session``: the gateway's id for the client connection, to route the outcome back;
 - ``clordid``: the client's ClOrdID (or an admin request id); with the account, the resend key;
 - ``orig``: the OrigClOrdID of a cancel or replace (the engine resolves it to an order id), or "".
+
+Envelopes of several records travel, here, on the sequenced stream and in the journal, as one msgpack
+array of three columns (``pack_envelopes``): ``[sessions, clordids, origs]``, ``origs`` nil when every
+one is "". One envelope alone (a resend notice) is a map ``{"session", "clordid", "orig"}``.
 """
 
 from __future__ import annotations
@@ -40,13 +43,44 @@ class IntakeError(ValueError):
     """Frames that are not a submission."""
 
 
+# packb builds a Packer per call; a process packs envelopes from one thread (its loop) with this one.
+_COLUMNS_PACKER = msgpack.Packer(use_bin_type=True)
+
+
+def pack_envelopes(envelopes: list[Envelope]) -> bytes:
+    """Envelopes as one msgpack array of three columns (module docstring)."""
+    sessions = [envelope.session for envelope in envelopes]
+    clordids = [envelope.clordid for envelope in envelopes]
+    origs = [envelope.orig for envelope in envelopes]
+    return _COLUMNS_PACKER.pack([sessions, clordids, origs if any(origs) else None])
+
+
+def unpack_envelopes(blob: bytes, count: int) -> list[Envelope]:
+    """The ``count`` envelopes ``pack_envelopes`` packed. Raises ValueError if ``blob`` is not that."""
+    columns = msgpack.unpackb(blob, raw=False)
+    if not isinstance(columns, list) or len(columns) != 3:
+        raise ValueError("envelopes are [sessions, clordids, origs]")
+    sessions, clordids, origs = columns
+    if origs is None:
+        origs = [""] * count
+    if not (isinstance(sessions, list) and isinstance(clordids, list) and isinstance(origs, list)):
+        raise ValueError("envelope columns are arrays")
+    if not len(sessions) == len(clordids) == len(origs) == count:
+        raise ValueError(f"{count} records need {count} envelopes, not {len(sessions)}, {len(clordids)}, {len(origs)}")
+    # Whole columns checked at once: a map per envelope, or a type check per field, costs several times more.
+    if set(map(type, sessions)) - {int} or set(map(type, clordids)) - {str} or set(map(type, origs)) - {str}:
+        raise ValueError("an envelope's session is an integer, its clordid and orig strings")
+    new = tuple.__new__  # what Envelope(session, clordid, orig) does, without its Python-level __new__
+    return [new(Envelope, fields) for fields in zip(sessions, clordids, origs)]
+
+
 def encode_submissions(records: list[bytes], envelopes: list[Envelope]) -> list[bytes]:
     """One message of the commands ``records`` (each one COMMAND_DTYPE record's bytes), in order."""
     if not records or len(records) != len(envelopes):
         raise ValueError("a submission carries one or more records, an envelope each")
     if any(len(record) != COMMAND_DTYPE.itemsize for record in records):
         raise ValueError("a submission's records are COMMAND_DTYPE records")
-    return [b"".join(records), msgpack.packb([envelope.pack() for envelope in envelopes], use_bin_type=True)]
+    return [b"".join(records), pack_envelopes(envelopes)]
 
 
 def decode_submissions(frames: list[bytes]) -> tuple[np.ndarray, list[Envelope]]:
@@ -55,10 +89,7 @@ def decode_submissions(frames: list[bytes]) -> tuple[np.ndarray, list[Envelope]]
         raise IntakeError("a submission is [80-byte records, envelopes]")
     count = len(frames[0]) // COMMAND_DTYPE.itemsize
     try:
-        maps = msgpack.unpackb(frames[1], raw=False)
-        if not isinstance(maps, list) or len(maps) != count:
-            raise ValueError(f"{count} records need {count} envelopes")
-        envelopes = [Envelope.unpack(fields) for fields in maps]
+        envelopes = unpack_envelopes(frames[1], count)
     except Exception as exc:
         raise IntakeError(f"bad envelopes: {exc}") from None
     return np.frombuffer(frames[0], dtype=COMMAND_DTYPE).copy(), envelopes

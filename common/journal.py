@@ -3,21 +3,31 @@
 Written by the sequencer only (one writer); read by anyone (the sequencer's replay, an engine
 rebuilding its state, tools), from any process, while the writer goes on.
 
-Format (version 2)
+Format (version 3)
 ------------------
 
 - An LMDB environment in a directory (``config.paths.journal_dir``: ``data.mdb``, ``lock.mdb``), with
-  one named database, ``commands``.
-- Key: the command's ``seq`` as an 8-byte **big-endian** unsigned integer, so that LMDB's byte order is
-  the sequence order. Keys run 1, 2, 3, ... without a gap.
-- Value: the 80-byte ``COMMAND_DTYPE`` record (``common.records``; little-endian fields, ``seq`` and
-  ``ts`` set by the sequencer) followed by the intake envelope (``common.intake.Envelope``) packed as a
-  msgpack map ``{"session": int, "clordid": str, "orig": str}``, exactly as it travels on the wire.
+  a named database ``batches``: one entry per journaled batch (one write transaction of the sequencer),
+  so that writing and reading cost an LMDB call per batch, not per command.
+- Key: the batch's first ``seq`` as an 8-byte **big-endian** unsigned integer, so that LMDB's byte order is
+  the sequence order. Batches run on without a gap: each starts at the seq after the last of the one
+  before.
+- Value: the number of commands ``n`` (4 bytes, little-endian), then the ``n`` 80-byte ``COMMAND_DTYPE``
+  records (``common.records``; little-endian fields, ``seq`` and ``ts`` set by the sequencer), then the
+  intake envelopes as one msgpack array of three columns ``[sessions, clordids, origs]``
+  (``common.intake.pack_envelopes``; ``origs`` is nil when no command of the batch has an OrigClOrdID).
 - A second database, ``clordids``: key the account (8 bytes, big-endian) followed by the ClOrdID's UTF-8
   bytes, value the 8-byte seq it was first journaled with. Written in the same transaction as the
   commands, it is the sequencer's memory of what was sequenced (a resend is recognised without reading
   the journal at start). A compaction keeps it whole, so resends stay recognised for good.
-- A batch is written in one write transaction: a reader sees all of it or none of it.
+- A batch is written in one write transaction: a reader sees all of it or none of it. A compaction
+  that cuts through a batch writes what it keeps of it again under the first kept seq.
+
+Version 2 kept a command per entry (database ``commands``: the record, then its envelope as a msgpack
+map). A writer that opens a version-2 journal converts it, before anything else, into version 3 batches
+of ``DEFAULT_CHUNK`` commands; the conversion is restartable (a crash during it leaves the version-2
+database in place and the conversion starts over). A reader refuses a version-2 journal with a clear
+error until a writer (the sequencer) has opened it once.
 
 Durability (``config.sequencer.durability``): ``process`` opens LMDB with ``sync=False``: a commit is
 in the OS page cache when ``append`` returns, which survives a crash of any process but not of the
@@ -31,7 +41,9 @@ Readers in other processes adopt a map grown by the writer on their next transac
 
 from __future__ import annotations
 
+import logging
 import os
+import struct
 from pathlib import Path
 from typing import Iterator
 
@@ -40,17 +52,19 @@ import msgpack
 import numpy as np
 
 from common.config import Durability
-from common.intake import Envelope
+from common.intake import Envelope, pack_envelopes, unpack_envelopes
 from common.records import COMMAND_DTYPE
 from common.stream import SequencedBatch
 
-DB_NAME = b"commands"
+log = logging.getLogger("common.journal")
+
+DB_NAME = b"batches"
 CLORDID_DB_NAME = b"clordids"
+V2_DB_NAME = b"commands"  # a version-2 journal's command per entry (converted by a writer)
 RECORD_BYTES = COMMAND_DTYPE.itemsize
 DEFAULT_CHUNK = 4096  # commands per batch that ``iterate`` yields
 _KEY_BYTES = 8
-# packb builds a Packer per call; the writer packs an envelope per command with this one (one thread).
-_ENVELOPE_PACKER = msgpack.Packer(use_bin_type=True)
+_COUNT = struct.Struct("<I")  # a batch value's command count
 
 
 class JournalError(ValueError):
@@ -87,6 +101,25 @@ def _key_seq(key: bytes) -> int:
     return int.from_bytes(key, "big")
 
 
+def batch_value(raw_records: bytes, envelopes: list[Envelope]) -> bytes:
+    """The LMDB value of a batch: its count, its records' bytes, its envelopes as three columns."""
+    return _COUNT.pack(len(envelopes)) + raw_records + pack_envelopes(envelopes)
+
+
+def _value_count(value: bytes) -> int:
+    if len(value) < _COUNT.size:
+        raise JournalError("journal corrupt: a batch shorter than its header")
+    return _COUNT.unpack_from(value)[0]
+
+
+def _value_envelopes(value: bytes, count: int) -> list[Envelope]:
+    """The envelopes of a batch value (its records are checked to be there)."""
+    end = _COUNT.size + count * RECORD_BYTES
+    if count < 1 or len(value) <= end:
+        raise JournalError("journal corrupt: a batch's records or envelopes are missing")
+    return unpack_envelopes(value[end:], count)
+
+
 class Journal:
     """The LMDB journal at ``path``. ``Journal(path, map_bytes=..., durability=...)`` is the writer
     (it creates the directory); ``readonly=True`` opens a reader of an existing journal."""
@@ -111,25 +144,37 @@ class Journal:
         self._env = lmdb.open(
             str(self.path),
             map_size=map_bytes,
-            max_dbs=2,
+            max_dbs=3,
             readonly=readonly,
             sync=self.durability is Durability.FSYNC,
             metasync=self.durability is Durability.FSYNC,
             lock=True,  # a reader without locks is not safe beside a writer
         )
         try:
+            if readonly and self._has_db(V2_DB_NAME):
+                raise JournalError(f"journal {str(self.path)!r} is in format version 2: open it once for writing "
+                                   f"(start the sequencer) to convert it")
             self._db = self._env.open_db(DB_NAME, create=not readonly)
         except lmdb.Error as exc:
             self._env.close()
             raise JournalError(f"journal {str(self.path)!r} has no {DB_NAME.decode()!r} database: {exc}") from None
+        except JournalError:
+            self._env.close()
+            raise
         self._clordids = None
         try:
             self._clordids = self._env.open_db(CLORDID_DB_NAME, create=not readonly)
         except lmdb.Error:  # a reader of a journal written before the index existed
             pass
+        if not readonly:
+            self._convert_version_2()
         self._last = self._read_last_seq()  # the writer's cache; a reader asks LMDB every time
         if not readonly:
             self._index_missing_clordids()
+
+    def _has_db(self, name: bytes) -> bool:
+        with self._env.begin() as txn:  # the main database lists the named ones
+            return txn.get(name) is not None
 
     # --- transactions --------------------------------------------------------------------------------
 
@@ -144,7 +189,7 @@ class Journal:
     def _read_last_seq(self) -> int:
         with self._begin() as txn:
             cursor = txn.cursor()
-            return _key_seq(cursor.key()) if cursor.last() else 0
+            return _key_seq(cursor.key()) + _value_count(cursor.value()) - 1 if cursor.last() else 0
 
     @property
     def map_bytes(self) -> int:
@@ -173,23 +218,25 @@ class Journal:
                 f"batch seq {int(records['seq'][0])}..{int(records['seq'][-1])} does not continue the journal "
                 f"after {self._last} contiguously"
             )
-        raw = np.ascontiguousarray(records).tobytes()
-        pack = _ENVELOPE_PACKER.pack
-        items = [
-            (seq_key(start + i), raw[i * RECORD_BYTES : (i + 1) * RECORD_BYTES] + pack(e.pack()))
-            for i, e in enumerate(envelopes)
-        ]
+        value = batch_value(np.ascontiguousarray(records).tobytes(), envelopes)
+        key = seq_key(start)
         indexed = _clordid_entries(start, records, envelopes)
+        self._write(lambda txn: self._put_batch(txn, key, value, indexed))
+        self._last = start + count - 1
+
+    def _put_batch(self, txn: lmdb.Transaction, key: bytes, value: bytes, indexed: list[tuple[bytes, int]]) -> None:
+        # Keys only grow: APPEND writes at the end without searching the tree.
+        if not txn.cursor().put(key, value, append=True):
+            raise JournalError(f"seq {_key_seq(key)} is already journaled")
+        self._index(txn, indexed)
+
+    def _write(self, work) -> None:
+        """Run ``work(txn)`` in one write transaction, growing the map as long as it does not fit."""
         while True:
             try:
                 with self._begin(write=True) as txn:
-                    cursor = txn.cursor()
-                    for key, value in items:
-                        # Keys only grow: APPEND writes at the end without searching the tree.
-                        if not cursor.put(key, value, append=True):
-                            raise JournalError(f"seq {_key_seq(key)} is already journaled")
-                    self._index(txn, indexed)
-                break
+                    work(txn)
+                return
             except lmdb.MapFullError:
                 # The aborted transaction left nothing behind: grow the map and write it again.
                 grown = self.map_bytes * 2
@@ -203,7 +250,40 @@ class Journal:
                     raise JournalFull(f"the journal cannot grow: {exc}") from None
             except lmdb.Error as exc:  # no space left on the device, an I/O error: nothing was written
                 raise JournalFull(f"the journal cannot be written: {exc}") from None
-        self._last = start + count - 1
+
+    def _convert_version_2(self) -> None:
+        """A version-2 journal (a command per entry) becomes version 3 (module docstring)."""
+        if not self._has_db(V2_DB_NAME):
+            return
+        old = self._env.open_db(V2_DB_NAME)
+        with self._begin(write=True) as txn:
+            txn.drop(self._db, delete=False)  # what a conversion that did not finish left
+        converted = 0
+        after = b""
+        while True:
+            keys, values = [], []
+            with self._env.begin(db=old) as txn:
+                cursor = txn.cursor()
+                found = cursor.set_range(after) if after else cursor.first()
+                while found and len(values) < DEFAULT_CHUNK:
+                    if cursor.key() != after:
+                        keys.append(cursor.key())
+                        values.append(cursor.value())
+                    found = cursor.next()
+            if not values:
+                break
+            first = _key_seq(keys[0])
+            if any(_key_seq(key) != first + i or len(value) <= RECORD_BYTES for i, (key, value) in enumerate(zip(keys, values))):
+                raise JournalError(f"version-2 journal corrupt near seq {first}")
+            raw = b"".join([value[:RECORD_BYTES] for value in values])
+            envelopes = [Envelope.unpack(msgpack.unpackb(value[RECORD_BYTES:], raw=False)) for value in values]
+            value = batch_value(raw, envelopes)
+            self._write(lambda txn: txn.put(keys[0], value, append=True))
+            converted += len(values)
+            after = keys[-1]
+        with self._env.begin(write=True) as txn:
+            txn.drop(old, delete=True)
+        log.info("journal %s converted from format version 2: %d commands", self.path, converted)
 
     # --- the ClOrdID index ----------------------------------------------------------------------------
 
@@ -244,6 +324,47 @@ class Journal:
             return self._read_last_seq()
         return self._last
 
+    def structure_faults(self, max_faults: int = 100) -> list[str]:
+        """Every batch entry checked against the format (an empty list: sound): batches that follow each
+        other without gap or overlap, a count and records that fill the value, records that carry their
+        own seqs, envelopes that decode. Read a chunk of entries per transaction."""
+        faults: list[str] = []
+        expected: int | None = None
+        after = b""
+        while len(faults) < max_faults:
+            entries = []
+            with self._begin() as txn:
+                cursor = txn.cursor()
+                found = cursor.set_range(after) if after else cursor.first()
+                while found and len(entries) < DEFAULT_CHUNK:
+                    if cursor.key() != after:
+                        entries.append((cursor.key(), cursor.value()))
+                    found = cursor.next()
+            if not entries:
+                break
+            for key, value in entries:
+                first = _key_seq(key)
+                if expected is not None and first != expected:
+                    faults.append(f"journal corrupt near seq {first}: a batch starts there where seq {expected} "
+                                  f"should come next")
+                try:
+                    count = _value_count(value)
+                    envelopes = _value_envelopes(value, count)
+                    records = np.frombuffer(value, dtype=COMMAND_DTYPE, count=count, offset=_COUNT.size)
+                    if records["seq"].tolist() != list(range(first, first + count)) or len(envelopes) != count:
+                        raise JournalError("records that do not carry the batch's seqs")
+                except Exception as exc:
+                    faults.append(f"journal corrupt near seq {first}: {exc}")
+                    count = 1
+                expected = first + count
+            after = entries[-1][0]
+        return faults[:max_faults]
+
+    def batch_count(self) -> int:
+        """Batches (LMDB entries, write transactions of the sequencer) the journal holds."""
+        with self._begin() as txn:
+            return txn.stat(self._db)["entries"]
+
     def first_seq(self) -> int:
         """The oldest seq the journal holds: 1, unless older ones were compacted away (0 when empty)."""
         with self._begin() as txn:
@@ -256,34 +377,54 @@ class Journal:
         Raises JournalCompacted if ``first`` is older than what the journal holds."""
         if first < 1 or max_count < 0:
             raise ValueError("read wants first >= 1 and max_count >= 0")
+        parts: list[tuple[int, bytes]] = []  # (the batch's first seq, its value), in order
         with self._begin() as txn:
             cursor = txn.cursor()
-            head = _key_seq(cursor.key()) if cursor.last() else 0
+            head = _key_seq(cursor.key()) + _value_count(cursor.value()) - 1 if cursor.last() else 0
             oldest = _key_seq(cursor.key()) if cursor.first() else 0
             if oldest > first and first <= head:
                 raise JournalCompacted(f"seq {first} is no longer in the journal: it starts at seq {oldest} "
                                        f"(older commands were compacted into an archive)")
             count = max(0, min(max_count, head - first + 1))
-            values: list[bytes] = []
             if count:
-                cursor.set_key(seq_key(first))
-                expected = first
+                # The batch that holds ``first``: the one keyed ``first``, or else the one before.
+                if not cursor.set_range(seq_key(first)):
+                    cursor.last()
+                elif _key_seq(cursor.key()) != first:
+                    cursor.prev()
+                expected = _key_seq(cursor.key())
+                stop = first + count
                 for key, value in cursor.iternext():
-                    if key != seq_key(expected) or len(value) <= RECORD_BYTES:
-                        raise JournalError(f"journal corrupt near seq {expected}")
-                    values.append(value)
-                    expected += 1
-                    if expected - first == count:
+                    if _key_seq(key) != expected:
+                        raise JournalError(f"journal corrupt near seq {expected}: the next batch starts at "
+                                           f"{_key_seq(key)}")
+                    parts.append((expected, value))
+                    expected += _value_count(value)
+                    if expected >= stop:
                         break
-                if len(values) != count:
-                    raise JournalError(f"journal corrupt: seq {first + len(values)} is missing")
-        # The records' bytes joined once, the envelopes decoded one by one: per-row numpy costs more.
-        records = np.frombuffer(b"".join([value[:RECORD_BYTES] for value in values]), dtype=COMMAND_DTYPE).copy()
-        unpack = msgpack.unpackb
+                if expected < stop:
+                    raise JournalError(f"journal corrupt: seq {expected} is missing")
+        return self._batch(first, count, parts, head)
+
+    @staticmethod
+    def _batch(first: int, count: int, parts: list[tuple[int, bytes]], head: int) -> SequencedBatch:
+        """The commands ``first`` .. ``first + count - 1`` out of the batch values that hold them."""
+        stop = first + count
+        raw: list[bytes] = []
+        envelopes: list[Envelope] = []
         try:
-            envelopes = [Envelope.unpack(unpack(value[RECORD_BYTES:], raw=False)) for value in values]
+            for batch_first, value in parts:
+                batch_count = _value_count(value)
+                begin, end = max(first, batch_first) - batch_first, min(stop, batch_first + batch_count) - batch_first
+                batch_envelopes = _value_envelopes(value, batch_count)
+                raw.append(value[_COUNT.size + begin * RECORD_BYTES : _COUNT.size + end * RECORD_BYTES])
+                envelopes.extend(batch_envelopes[begin:end] if end - begin < batch_count else batch_envelopes)
+        except JournalError:
+            raise
         except Exception as exc:
-            raise JournalError(f"journal corrupt: an envelope from seq {first} on does not decode: {exc}") from None
+            raise JournalError(f"journal corrupt: the envelopes of a batch from seq {first} on do not decode: "
+                               f"{exc}") from None
+        records = np.frombuffer(b"".join(raw), dtype=COMMAND_DTYPE).copy()
         return SequencedBatch(first, records, envelopes, head=head)
 
     def iterate(self, first: int | None = None, chunk: int = DEFAULT_CHUNK) -> Iterator[SequencedBatch]:
@@ -302,23 +443,41 @@ class Journal:
 
     def drop_before(self, seq: int, *, chunk: int = DEFAULT_CHUNK) -> int:
         """Delete every command older than ``seq`` (never the newest one: it carries the journal's last
-        seq), a chunk per transaction so that the sequencer's writes wait little. Returns how many."""
+        seq), about ``chunk`` commands per transaction so that the sequencer's writes wait little. A batch
+        that holds ``seq`` is cut: what it keeps is written again under ``seq``. Returns how many."""
         if self.readonly:
             raise JournalError("this journal is open read-only")
         dropped = 0
         while True:
+            removed = 0
+            done = False
             with self._begin(write=True) as txn:
                 cursor = txn.cursor()
                 if not cursor.last():
                     return dropped
-                limit = min(seq, _key_seq(cursor.key()))
+                limit = min(seq, _key_seq(cursor.key()) + _value_count(cursor.value()) - 1)
                 cursor.first()
-                removed = 0
-                while removed < chunk and cursor.key() and _key_seq(cursor.key()) < limit:
-                    cursor.delete()  # moves to the next entry
-                    removed += 1
+                while removed < chunk:
+                    batch_first = _key_seq(cursor.key())
+                    value = cursor.value()
+                    count = _value_count(value)
+                    if batch_first >= limit:
+                        done = True
+                        break
+                    if batch_first + count <= limit:  # the whole batch is older
+                        cursor.delete()  # moves to the next entry
+                        removed += count
+                        continue
+                    cut = limit - batch_first  # the batch holds ``limit``: keep it and what follows
+                    envelopes = _value_envelopes(value, count)[cut:]
+                    kept = value[_COUNT.size + cut * RECORD_BYTES : _COUNT.size + count * RECORD_BYTES]
+                    cursor.delete()
+                    txn.put(seq_key(limit), batch_value(kept, envelopes))
+                    removed += cut
+                    done = True
+                    break
             dropped += removed
-            if removed < chunk:
+            if done or removed == 0:
                 return dropped
 
     def close(self) -> None:

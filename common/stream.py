@@ -4,7 +4,7 @@ Every message on the stream starts with a kind frame, so a subscriber can tell t
 
 - ``BATCH``: ``[b"B", header, records, envelopes]``. ``header`` is msgpack ``{"first": seq, "last": seq}``;
   ``records`` the COMMAND_DTYPE records of seq ``first..last`` back to back (seq and ts set, journaled
-  before publication); ``envelopes`` a msgpack list of the matching intake envelopes.
+  before publication); ``envelopes`` the matching intake envelopes as columns (``common.intake.pack_envelopes``).
 - ``HEARTBEAT``: ``[b"H", header]`` with ``{"last": seq}``: the newest sequence number, sent when idle,
   so a subscriber that missed the last batch notices.
 - ``DUPLICATE``: ``[b"D", header, record, envelope]`` with ``{"last": seq, "original": seq}``: a resend of
@@ -26,7 +26,7 @@ from dataclasses import dataclass, field
 import msgpack
 import numpy as np
 
-from common.intake import Envelope
+from common.intake import Envelope, pack_envelopes, unpack_envelopes
 from common.records import COMMAND_DTYPE
 
 BATCH = b"B"
@@ -79,7 +79,7 @@ def encode_refused(refused: Refused) -> list[bytes]:
         REFUSED,
         msgpack.packb({"last": refused.last, "ts": refused.ts, "reason": refused.reason}),
         np.ascontiguousarray(refused.records, dtype=COMMAND_DTYPE).tobytes(),
-        msgpack.packb([e.pack() for e in refused.envelopes], use_bin_type=True),
+        pack_envelopes(refused.envelopes),
     ]
 
 
@@ -91,7 +91,7 @@ def encode_batch(batch: SequencedBatch) -> list[bytes]:
         BATCH,
         msgpack.packb(header),
         np.ascontiguousarray(batch.records, dtype=COMMAND_DTYPE).tobytes(),
-        msgpack.packb([e.pack() for e in batch.envelopes], use_bin_type=True),
+        pack_envelopes(batch.envelopes),
     ]
 
 
@@ -114,17 +114,15 @@ def decode(frames: list[bytes]) -> SequencedBatch | Heartbeat | Duplicate | Refu
         header = msgpack.unpackb(frames[1])
         if kind == BATCH:
             records = np.frombuffer(frames[2], dtype=COMMAND_DTYPE)
-            envelopes = [Envelope.unpack(e) for e in msgpack.unpackb(frames[3], raw=False)]
-            if len(envelopes) != len(records) or header["last"] - header["first"] + 1 != len(records):
-                raise StreamError("batch header, records and envelopes disagree")
+            if header["last"] - header["first"] + 1 != len(records):
+                raise StreamError("batch header and records disagree")
+            envelopes = unpack_envelopes(frames[3], len(records))
             return SequencedBatch(header["first"], records, envelopes, header.get("head"))
         if kind == HEARTBEAT:
             return Heartbeat(header["last"])
         if kind == REFUSED:
             records = np.frombuffer(frames[2], dtype=COMMAND_DTYPE)
-            envelopes = [Envelope.unpack(e) for e in msgpack.unpackb(frames[3], raw=False)]
-            if len(envelopes) != len(records):
-                raise StreamError("refused records and envelopes disagree")
+            envelopes = unpack_envelopes(frames[3], len(records))
             return Refused(header["last"], header["ts"], str(header["reason"]), records, envelopes)
         if kind == DUPLICATE:
             record = np.frombuffer(frames[2], dtype=COMMAND_DTYPE).copy()

@@ -46,7 +46,9 @@ def _open_reader(path: Path) -> Journal:
 def verify(journal: Journal) -> list[str]:
     """Every fault found (an empty list: the journal is sound): gaps, records whose seq is not their
     key, timestamps that go back, unknown command kinds, envelopes that do not decode."""
-    faults: list[str] = []
+    faults: list[str] = journal.structure_faults()
+    if faults:  # the batches themselves are damaged: reading through them would only repeat it
+        return faults
     expected = None
     last_ts = None
     kinds = {int(kind) for kind in CommandKind}

@@ -11,6 +11,8 @@ import sys
 import time
 from pathlib import Path
 
+import lmdb
+import msgpack
 import numpy as np
 import pytest
 
@@ -174,6 +176,87 @@ class TestDurability:
     def test_opening_a_missing_journal_read_only_is_a_clear_error(self, tmp_path):
         with pytest.raises(JournalError, match="no journal"):
             Journal(tmp_path / "absent", map_bytes=MAP_BYTES, durability=Durability.PROCESS, readonly=True)
+
+
+class TestBatches:
+    """A batch is one LMDB entry: reads cut into batches anywhere, and a version-2 journal is converted."""
+
+    def test_reads_start_and_end_inside_batches(self, journal):
+        for first, count in ((1, 5), (6, 1), (7, 6)):
+            journal.append(*commands(first, count))
+        for first in range(1, 13):
+            for count in range(0, 14 - first):
+                batch = journal.read(first, count)
+                assert batch.records["seq"].tolist() == list(range(first, first + count))
+                assert [e.session for e in batch.envelopes] == [1000 + seq for seq in range(first, first + count)]
+                assert [e.orig for e in batch.envelopes] == ["o" if seq % 2 else "" for seq in range(first, first + count)]
+
+    def test_a_batch_without_origclordids_reads_them_as_empty(self, journal):
+        records, _ = commands(1, 3)
+        journal.append(records, [Envelope(1, f"x{i}") for i in range(3)])
+        assert journal.read(1, 3).envelopes == [Envelope(1, "x0", ""), Envelope(1, "x1", ""), Envelope(1, "x2", "")]
+
+    def test_a_compaction_through_a_batch_keeps_the_rest_of_it_readable(self, journal):
+        journal.append(*commands(1, 10))
+        journal.append(*commands(11, 10))
+        assert journal.drop_before(14) == 13
+        assert journal.first_seq() == 14 and journal.last_seq() == 20
+        batch = journal.read(14, 100)
+        assert batch.records["seq"].tolist() == list(range(14, 21))
+        assert [e.clordid for e in batch.envelopes] == [f"c-{seq}" for seq in range(14, 21)]
+        journal.append(*commands(21, 2))
+        assert journal.read(20, 5).records["seq"].tolist() == [20, 21, 22]
+
+    def test_the_structure_check_finds_torn_overlapping_and_undecodable_batches(self, journal):
+        journal.append(*commands(1, 5))
+        journal.append(*commands(6, 5))
+        assert journal.structure_faults() == []
+        with journal._begin(write=True) as txn:
+            txn.put(seq_key(3), b"\x02\x00")  # torn: shorter than its header
+            txn.put(seq_key(11), b"\x01\x00\x00\x00" + commands(11, 1)[0].tobytes() + b"\xc1")  # envelopes
+        faults = journal.structure_faults()
+        assert any("near seq 3" in fault for fault in faults)
+        assert any("near seq 6" in fault for fault in faults)  # after the torn one, the next does not follow
+        assert any("near seq 11" in fault for fault in faults)
+
+    def test_a_version_2_journal_is_converted_by_a_writer_and_refused_by_a_reader_before(self, tmp_path):
+        path = tmp_path / "journal"
+        path.mkdir()
+        records, envelopes = commands(1, 9000)  # more than one conversion chunk
+        env = lmdb.open(str(path), map_size=64 << 20, max_dbs=2)
+        old, index = env.open_db(b"commands"), env.open_db(b"clordids")
+        with env.begin(write=True) as txn:
+            for record, envelope in zip(records, envelopes):
+                seq = int(record["seq"])
+                txn.put(seq_key(seq), record.tobytes() + msgpack.packb(envelope.pack()), db=old)
+                txn.put((7).to_bytes(8, "big") + envelope.clordid.encode(), seq_key(seq), db=index)
+        env.close()
+        with pytest.raises(JournalError, match="format version 2"):
+            Journal(path, map_bytes=64 << 20, durability=Durability.PROCESS, readonly=True)
+        with Journal(path, map_bytes=64 << 20, durability=Durability.PROCESS) as journal:
+            assert journal.last_seq() == 9000 and journal.first_seq() == 1
+            journal.append(*commands(9001, 1))
+        with Journal(path, map_bytes=64 << 20, durability=Durability.PROCESS, readonly=True) as journal:
+            batch = journal.read(1, 10_000)
+            assert batch.records.tobytes() == np.concatenate([records, commands(9001, 1)[0]]).tobytes()
+            assert batch.envelopes[:9000] == envelopes
+            assert journal.sequenced_as([(7, "c-4242")]) == {(7, "c-4242"): 4242}
+
+
+    def test_a_conversion_cut_short_starts_over(self, tmp_path):
+        path = tmp_path / "journal"
+        path.mkdir()
+        records, envelopes = commands(1, 5)
+        env = lmdb.open(str(path), map_size=MAP_BYTES, max_dbs=3)
+        old, half_done = env.open_db(b"commands"), env.open_db(b"batches")
+        with env.begin(write=True) as txn:
+            for record, envelope in zip(records, envelopes):
+                txn.put(seq_key(int(record["seq"])), record.tobytes() + msgpack.packb(envelope.pack()), db=old)
+            txn.put(seq_key(1), b"\x02\x00\x00\x00" + records[:2].tobytes() + b"\xc0", db=half_done)
+        env.close()
+        with Journal(path, map_bytes=MAP_BYTES, durability=Durability.PROCESS) as journal:
+            batch = journal.read(1, 10)
+            assert batch.records.tobytes() == records.tobytes() and batch.envelopes == envelopes
 
 
 # --- a reader in another process ----------------------------------------------------------------------

@@ -182,6 +182,12 @@ class TestIntakeFormat:
     @pytest.mark.parametrize("frames", [
         [b""], [b"", b"\x90"], [b"x" * 81, b"\x91\x80"], [b"x" * 80, b"\x92\x80\x80"], [b"x" * 80, b"\x80"],
         [b"x" * 80, b"\x91\x01"], [b"x" * 80, b"\xc1"],
+        [b"x" * 80, msgpack.packb([[1], ["a", "b"], None])],  # columns of different lengths
+        [b"x" * 80, msgpack.packb([["1"], ["a"], None])],  # a session that is not an integer
+        [b"x" * 80, msgpack.packb([[1], [2], None])],  # a ClOrdID that is not a string
+        [b"x" * 80, msgpack.packb([[1], ["a"], [None]])],  # nor an OrigClOrdID
+        [b"x" * 80, msgpack.packb([[1], ["a"]])],  # a column missing
+        [b"x" * 80, msgpack.packb([[1], "a", None])],
     ])
     def test_malformed_frames_are_refused(self, frames):
         with pytest.raises(IntakeError):
