@@ -21,7 +21,9 @@ What the engine core does not know and this class keeps (docs/architecture.md):
 - per open order: the gateway and session it came from (the last that placed or replaced it), its
   current ClOrdID and its filled quote amount (``cum_quote``, for AvgPx); a bounded history of ended
   orders for status queries;
-- the first event of every command's outcome by (account, ClOrdID), to answer a resend (PossResend);
+- the first event of each of the last ``OUTCOME_HISTORY`` commands' outcomes, by seq, to answer a resend
+  (PossResend; engine/outcomes.py), and the (account, ClOrdID) of each NEW that never became an order
+  (rejected, or an unfillable FOK), for status queries;
 - a counter per topic and the last ``engine.recent_reports`` messages per gateway topic, for resends;
 - per symbol and per account, the seq of the topic's last message (``prev`` in the next one, see
   common/reports.py; part of the state), and the last ``engine.recent_market_messages`` market messages
@@ -63,11 +65,12 @@ from common.records import (
 from common.reports import ReportMessage, account_topic, gateway_topic, market_topic
 from common.stream import Duplicate, Refused, SequencedBatch
 from engine.core import Engine
+from engine.outcomes import OutcomeHistory
 
 log = logging.getLogger("engine.service")
 
 CLOSED_ORDER_HISTORY = 100_000  # ended orders kept for status queries (and OrigClOrdID resolution)
-OUTCOME_HISTORY = 100_000  # (account, ClOrdID) -> first outcome event kept, to answer resends
+OUTCOME_HISTORY = 100_000  # commands whose first outcome event is kept (by seq), to answer resends
 HISTORY_REPLY_DEFAULT = 100  # orders in a history reply unless the query asks for another number
 HISTORY_REPLY_MAX = 500
 RESEND_REPLY_MAX = 10_000  # report messages in one resend reply at most (the reply says where to go on)
@@ -202,7 +205,9 @@ class EngineService:
         self._closed: OrderedDict[int, _Order] = OrderedDict()
         self._by_clordid: dict[tuple[int, str], int] = {}
         self._evicted: list[_Order] = []  # gone from the history; their ClOrdIDs leave at the next sweep
-        self._outcomes: OrderedDict[tuple[int, str], tuple[int, bytes]] = OrderedDict()
+        self._outcomes = OutcomeHistory(OUTCOME_HISTORY)
+        # (account, ClOrdID) -> seq of a NEW that never became an order, oldest first (bounded like the outcomes)
+        self._unplaced: OrderedDict[tuple[int, str], int] = OrderedDict()
         self._counters: dict[bytes, int] = {}
         self._recent: dict[int, deque] = {}  # gateway -> deque of (n, events bytes, items)
         self._market_last: dict[int, int] = {}  # symbol -> seq of its last market message (state)
@@ -337,7 +342,7 @@ class EngineService:
         maker_fees, taker_fees = chunk["maker_fee"].tolist(), chunk["taker_fee"].tolist()
         maker_oids, maker_filleds = chunk["maker_order_id"].tolist(), chunk["maker_filled"].tolist()
         maker_leaves, qtys, reasons = chunk["maker_leaves"].tolist(), chunk["qty"].tolist(), chunk["reason"].tolist()
-        raw, size = chunk.tobytes(), EVENT_DTYPE.itemsize
+        self._remember_outcomes(chunk, ctx)
         open_orders, by_clordid, close = self._open, self._by_clordid, self._close
 
         for i, kind in enumerate(kinds):
@@ -345,8 +350,6 @@ class EngineService:
             if seq != ctx.seq:
                 ctx.end_command(self)
                 ctx.begin(seq)
-                if ctx.clordid:
-                    self._remember_outcome(ctx.account, ctx.clordid, ctx.kind, raw[i * size : (i + 1) * size])
             if kind == _BALANCE:
                 if ctx.kind in _FUNDS:
                     route(ctx.gateway, i, ctx.session, accounts[i], "order", ctx.clordid, 0)
@@ -575,14 +578,27 @@ class EngineService:
             done = order.filled > 0 if order.qty > 0 else order.cum_quote > 0
             self._close(order, FILLED if done else EXPIRED)
 
-    def _remember_outcome(self, account: int, clordid: str, command_kind: int, event: bytes) -> None:
-        key = (account, clordid)
-        outcomes = self._outcomes
-        if key in outcomes:  # seldom: a ClOrdID used again (the newest outcome is the one kept)
-            del outcomes[key]
-        outcomes[key] = (command_kind, event)
-        while len(outcomes) > OUTCOME_HISTORY:
-            outcomes.popitem(last=False)
+    def _remember_outcomes(self, chunk: np.ndarray, ctx: "_BatchContext") -> None:
+        """Keep the first event of each command that begins in ``chunk`` (a command's events may run on
+        from the chunk before: ``ctx.seq`` is the last seq read so far)."""
+        seqs = chunk["seq"]
+        begins = np.empty(len(chunk), dtype=bool)
+        begins[0] = int(seqs[0]) != ctx.seq
+        np.not_equal(seqs[1:], seqs[:-1], out=begins[1:])
+        firsts = chunk[begins]
+        command_kinds = ctx.kind_column[firsts["seq"] - ctx.first]
+        self._outcomes.record(firsts, command_kinds)
+        # NEWs answered without an ACCEPTED: seldom, so a Python step each is cheap.
+        unplaced = np.flatnonzero((command_kinds == _NEW) & (firsts["kind"] != _ACCEPTED))
+        for position in unplaced.tolist():
+            seq = int(firsts["seq"][position])
+            clordid = ctx.clordids[seq - ctx.first]
+            if clordid:
+                key = (int(firsts["account"][position]), clordid)
+                self._unplaced.pop(key, None)
+                self._unplaced[key] = seq
+        while len(self._unplaced) > OUTCOME_HISTORY:
+            self._unplaced.popitem(last=False)
 
     def _known_order(self, account: int, order_id: int) -> _Order | None:
         order = self._open.get(order_id) or self._closed.get(order_id)
@@ -602,8 +618,8 @@ class EngineService:
             "closed": [_order_row(order) for order in self._closed.values()],  # oldest first
             "evicted": [_order_row(order) for order in self._evicted],
             "by_clordid": [[account, clordid, order_id] for (account, clordid), order_id in self._by_clordid.items()],
-            "outcomes": [[account, clordid, kind, event]
-                         for (account, clordid), (kind, event) in self._outcomes.items()],  # oldest first
+            "outcome_history": self._outcomes.export(),
+            "unplaced": [[account, clordid, seq] for (account, clordid), seq in self._unplaced.items()],
             "market_last": sorted(self._market_last.items()),
             "account_last": sorted(self._account_last.items()),
         }
@@ -615,10 +631,24 @@ class EngineService:
         self._closed = OrderedDict((order.order_id, order) for order in map(_order_from_row, state["closed"]))
         self._evicted = [_order_from_row(row) for row in state["evicted"]]
         self._by_clordid = {(account, clordid): order_id for account, clordid, order_id in state["by_clordid"]}
-        self._outcomes = OrderedDict(((account, clordid), (kind, bytes(event)))
-                                     for account, clordid, kind, event in state["outcomes"])
+        self._outcomes = OutcomeHistory(OUTCOME_HISTORY)
+        self._unplaced = OrderedDict()
+        if "outcome_history" in state:
+            self._outcomes.restore(state["outcome_history"])
+            self._unplaced.update(((account, clordid), seq) for account, clordid, seq in state["unplaced"])
+        else:  # a snapshot from before outcomes were kept by seq: [account, clordid, command kind, event]
+            self._import_outcome_map(state["outcomes"])
         self._market_last = {int(symbol): int(seq) for symbol, seq in state.get("market_last", ())}
         self._account_last = {int(account): int(seq) for account, seq in state.get("account_last", ())}
+
+    def _import_outcome_map(self, outcomes: list) -> None:
+        events = np.frombuffer(b"".join(bytes(event) for _, _, _, event in outcomes), dtype=EVENT_DTYPE)
+        kinds = np.array([kind for _, _, kind, _ in outcomes], dtype=np.uint8)
+        order = np.argsort(events["seq"], kind="stable")
+        self._outcomes.record(events[order], kinds[order])
+        for (account, clordid, kind, _), event in zip(outcomes, events):
+            if kind == _NEW and int(event["kind"]) != _ACCEPTED:
+                self._unplaced[(account, clordid)] = int(event["seq"])
 
     # --- resends of commands already sequenced ------------------------------------------------------
 
@@ -631,12 +661,12 @@ class EngineService:
         record = notice.record.reshape(-1)[0]
         account, gateway = int(record["account"]), int(record["origin"])
         clordid = notice.envelope.clordid
-        outcome = self._outcomes.get((account, clordid))
-        if outcome is None:
+        outcome = self._outcomes.get(notice.original)
+        if outcome is None or int(outcome[1]["account"][0]) != account:
             log.info("resend of account %d ClOrdID %r (seq %d): its outcome is no longer kept; not answered",
                      account, clordid, notice.original)
             return []
-        events = np.frombuffer(outcome[1], dtype=EVENT_DTYPE).copy()
+        events = outcome[1]
         order = self._known_order(account, int(events[0]["order_id"]))
         item = {"session": notice.envelope.session, "account": account, "role": "order", "clordid": clordid,
                 "cum_quote": order.cum_quote if order is not None else 0, "resend": True}
@@ -699,10 +729,11 @@ class EngineService:
 
     def _order_from_outcome(self, account: int, clordid: str) -> dict:
         """A NEW that never became an open order (rejected, or an unfillable FOK)."""
-        outcome = self._outcomes.get((account, clordid))
+        seq = self._unplaced.get((account, clordid))
+        outcome = self._outcomes.get(seq) if seq is not None else None
         if outcome is None or outcome[0] != _NEW:
             return {"found": False}
-        event = np.frombuffer(outcome[1], dtype=EVENT_DTYPE)[0]
+        event = outcome[1][0]
         status = REJECTED_STATUS if int(event["kind"]) == _REJECTED else EXPIRED
         view = {name: int(event[name]) for name in ("symbol", "side", "order_type", "tif", "price", "qty", "ts")}
         view.update(order_id=int(event["seq"]), account=account, clordid=clordid, filled=0, leaves=0, cum_quote=0,
@@ -872,7 +903,8 @@ def _optional_int(q: dict, key: str) -> int | None:
 class _BatchContext:
     """The command whose events are being read, within one batch."""
 
-    __slots__ = ("first", "origins", "sessions", "clordids", "kinds", "accounts", "order_ids", "report", "resend",
+    __slots__ = ("first", "origins", "sessions", "clordids", "kinds", "kind_column", "accounts", "order_ids", "report",
+                 "resend",
                  "adds", "seq", "gateway", "session", "clordid", "kind", "account", "target", "transient")
 
     def __init__(self, first: int, records: np.ndarray, envelopes: list[Envelope], report: bool,
@@ -883,6 +915,7 @@ class _BatchContext:
         self.adds: dict[tuple[int, str], list[int]] | None = None
         self.origins = records["origin"].tolist()
         self.kinds = records["kind"].tolist()
+        self.kind_column = records["kind"].copy()  # indexed by (seq - first), as ``kinds``
         self.accounts = records["account"].tolist()
         self.order_ids = records["order_id"].tolist()  # kept in step with the resolution of OrigClOrdIDs
         self.sessions = [e.session for e in envelopes]

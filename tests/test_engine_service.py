@@ -24,6 +24,7 @@ from common.records import (
 )
 from common.reports import ReportMessage, account_topic, gateway_topic, market_topic
 from common.stream import Duplicate, Refused, SequencedBatch
+from engine.outcomes import OutcomeHistory
 from engine.service import EngineService, StreamInconsistency
 from tests.builders import BTC, BTC_USDT, ETH_USDT, USDT, CommandTape, make_config
 
@@ -499,15 +500,57 @@ def test_a_resent_rejected_command_gets_its_reject_again(desk):
     assert int(answer[0].events[0]["reason"]) == RejectReason.PRICE_OUT_OF_BAND
 
 
-def test_a_resend_whose_outcome_is_no_longer_kept_gets_no_answer(desk, monkeypatch, caplog):
+def test_a_resend_whose_outcome_is_no_longer_kept_gets_no_answer(desk, caplog):
     caplog.set_level(logging.INFO, logger="engine.service")
-    monkeypatch.setattr(service_module, "OUTCOME_HISTORY", 1)
+    desk.service._outcomes = OutcomeHistory(1)
     first = desk.add("buy", ALICE, BTC_USDT, 150, 2, clordid="A1")
     desk.add("buy", ALICE, BTC_USDT, 150, 2, clordid="A2")
     desk.send()
 
     assert desk.service.duplicate(desk.duplicate_of(first, via=(GW1, ALICE_S))) == []
     assert "no longer kept" in caplog.text
+
+
+def test_a_resend_of_an_order_whose_events_ran_over_several_chunks_gets_its_first_event():
+    desk = Desk(event_buffer=64, max_open_orders=128)  # events 64 at a time: the taker's 70 trades run over
+    for n in range(70):
+        desk.add("sell", BOB, BTC_USDT, 150, 1, clordid=f"B{n}")
+    desk.send()
+    taker = desk.add("buy", ALICE, BTC_USDT, 150, 70, clordid="A1")
+    desk.add("buy", ALICE, BTC_USDT, 999, 1, clordid="A2")  # rejected
+    desk.send()
+
+    answer = desk.service.duplicate(desk.duplicate_of(taker, via=(GW1, ALICE_S)))
+    assert kinds(answer[0]) == ["ACCEPTED"] and int(answer[0].events[0]["seq"]) == taker
+    assert answer[0].items[0]["cum_quote"] == notional(150, 70)
+    assert kinds(desk.service.duplicate(desk.duplicate_of(taker + 1, via=(GW1, ALICE_S)))[0]) == ["REJECTED"]
+
+
+def test_a_resend_naming_another_accounts_seq_gets_no_answer(desk):
+    seq = desk.add("buy", ALICE, BTC_USDT, 150, 2, clordid="A1")
+    desk.send()
+    notice = desk.duplicate_of(seq, via=(GW2, BOB_S))
+    notice.record["account"] = BOB
+    assert desk.service.duplicate(notice) == []
+
+
+def test_a_snapshot_state_with_outcomes_by_clordid_is_still_taken(desk):
+    desk.add("buy", ALICE, BTC_USDT, 150, 2, clordid="A1")
+    bad = desk.add("buy", ALICE, BTC_USDT, 999, 1, clordid="bad")
+    desk.send()
+    state = desk.service.export_state()
+    # The shape of the outcomes before they were kept by seq: [account, ClOrdID, command kind, first event].
+    events = np.frombuffer(state.pop("outcome_history")[0], dtype=service_module.EVENT_DTYPE)
+    state.pop("unplaced")
+    clordids = {int(seq): desk.envelopes[int(seq) - 1].clordid for seq in events["seq"]}
+    command_kind = lambda seq: int(desk.tape.records[seq - 1]["kind"][0])  # noqa: E731
+    state["outcomes"] = [[int(e["account"]), clordids[int(e["seq"])], command_kind(int(e["seq"])), e.tobytes()]
+                         for e in events if clordids[int(e["seq"])]]
+    restored = EngineService(desk.config)
+    restored.import_state(state)
+    assert restored.export_state()["unplaced"] == [[ALICE, "bad", bad]]
+    assert kinds(restored.duplicate(desk.duplicate_of(bad, via=(GW1, ALICE_S)))[0]) == ["REJECTED"]
+    assert restored.query({"q": "order", "account": ALICE, "clordid": "bad"})["order"]["status"] == "rejected"
 
 
 # --- queries ----------------------------------------------------------------------------------------
