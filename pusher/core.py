@@ -404,7 +404,7 @@ class PusherCore:
 
     def on_publication(self, channel: str, n: int, epoch: int, body: dict | bytes) -> list[Action]:
         """One message of quotation's; ``body`` decoded, or as quotation encoded it (decoded here when
-        it is needed: common.market.decode_publication_header)."""
+        it is needed: common.market.decode_publications)."""
         try:
             kind, symbol, _ = parse_channel(channel)
         except MarketError:

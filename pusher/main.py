@@ -41,7 +41,7 @@ from websockets.protocol import State
 from common.config import ExchangeConfig, load_config
 from common.credentials import CredentialStore
 from common.heap import HeapKeeper
-from common.market import MarketError, decode_publication_header
+from common.market import MarketError, decode_publications
 from common.reports import ReportError, account_topic, decode_report
 from pusher.core import AskEngine, AskQuotation, Broadcast, Listen, PusherCore, Send
 
@@ -140,12 +140,13 @@ class PusherProcess:
             actions = []
             for frames in batch:
                 try:
-                    channel, n, epoch, body = decode_publication_header(frames)
+                    publications = decode_publications(frames)
                 except MarketError as exc:
                     log.error("dropped a malformed publication: %s", exc)
                     continue
-                self.stats["publications"] += 1
-                actions += self.core.on_publication(channel, n, epoch, body)
+                self.stats["publications"] += len(publications)
+                for channel, n, epoch, body in publications:
+                    actions += self.core.on_publication(channel, n, epoch, body)
             actions += self.core.end_turn()
             self._carry_out(actions)
 

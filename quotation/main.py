@@ -31,7 +31,7 @@ import zmq
 
 from common.config import ExchangeConfig, load_config
 from common.heap import HeapKeeper
-from common.market import decode_query, encode_publication
+from common.market import decode_query, encode_publications
 from common.reports import MARKET_PREFIX, ReportError, decode_report
 from common.signals import StopSignals
 from common.sockets import send_frames
@@ -235,11 +235,15 @@ class QuotationProcess:
         if changes:
             positions = {symbol: self.core.saved(symbol) for symbol in changes.symbols}
             self.store.commit(changes, positions, int(time.time() * 1000))
+        if not publications:
+            return
+        numbered = []
         for channel, body in publications:
             n = self.counters.get(channel, 0) + 1
             self.counters[channel] = n
-            send_frames(self.pub, encode_publication(channel, n, self.epoch, body))
-            self.published += 1
+            numbered.append((channel, n, body))
+        send_frames(self.pub, encode_publications(self.epoch, numbered))  # the turn's bundle
+        self.published += len(numbered)
 
     def _answer_queries(self) -> None:
         now_ms = int(time.time() * 1000)

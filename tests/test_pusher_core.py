@@ -12,6 +12,7 @@ import pytest
 
 from common.config import default_document, parse_config
 from common.credentials import CredentialStore
+from common.market import MarketError, decode_publication_body, decode_publications, encode_publications
 from common.protocol import secret_bytes, sign_stream_auth
 from common.records import EVENT_DTYPE, EventKind, Side
 from common.reports import ReportMessage, account_topic
@@ -286,3 +287,27 @@ def test_leaving_the_last_private_channel_of_an_account_stops_listening_to_it(ri
     rig.request(conn, op="subscribe", channel="orders")
     assert Listen(alice, False) in rig.core.disconnect(conn)
     assert time.time() > 0
+
+
+# --- the bundle on the wire (common/market.py) -------------------------------------------------------
+
+
+def test_a_bundle_carries_each_publication_with_its_channel_counter_and_body():
+    bodies = [{"trades": [{"id": 1}]}, {"U": 3, "u": 4, "bids": [], "asks": []}]
+    frames = encode_publications(77, [("trades.BTC-USDT", 5, bodies[0]), ("depth.BTC-USDT", 9, bodies[1])])
+    decoded = decode_publications(frames)
+    assert [(channel, n, epoch) for channel, n, epoch, _ in decoded] == [("trades.BTC-USDT", 5, 77),
+                                                                        ("depth.BTC-USDT", 9, 77)]
+    assert [decode_publication_body(raw) for *_, raw in decoded] == bodies
+
+
+@pytest.mark.parametrize("frames", [
+    [b"X", b"\x81\xa5epoch\x01", b"\x90"],  # another topic
+    [b"Q", b"\x81\xa5epoch\x01", b"\x91\x92\xa1a\x01"],  # an index entry without its body
+    [b"Q", b"\xc1", b"\x90"],  # a header that does not decode
+    [b"Q", b"\x80", b"\x90"],  # no epoch
+    [b"Q"],
+])
+def test_a_malformed_bundle_is_a_market_error(frames):
+    with pytest.raises(MarketError):
+        decode_publications(frames)
