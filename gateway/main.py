@@ -39,7 +39,7 @@ from common.intake import encode_submissions
 from common.pauses import PauseLog
 from common.protocol import encode
 from common.reports import ReportError, decode_query, decode_report, encode_query
-from common.sockets import NOBLOCK, send_frames
+from common.sockets import NOBLOCK, recv_frames, send_frames
 from gateway.core import Action, GatewayCore, Query, Submit, ToClient
 
 log = logging.getLogger("gateway")
@@ -152,7 +152,7 @@ class GatewayProcess:
     def _from_clients(self) -> None:
         for _ in range(MESSAGES_PER_TURN):
             try:
-                frames = self.fix.recv_multipart(zmq.NOBLOCK, copy=True)
+                frames = recv_frames(self.fix, NOBLOCK)
             except zmq.Again:
                 return
             self.counters["client"] += 1
@@ -162,7 +162,7 @@ class GatewayProcess:
     def _from_engine_reports(self) -> None:
         for _ in range(MESSAGES_PER_TURN):
             try:
-                frames = self.reports.recv_multipart(zmq.NOBLOCK)
+                frames = recv_frames(self.reports, NOBLOCK)
             except zmq.Again:
                 return
             try:

@@ -7,7 +7,7 @@ import errno
 import pytest
 import zmq
 
-from common.sockets import NOBLOCK, send_frames
+from common.sockets import NOBLOCK, recv_frames, send_frames
 
 
 @pytest.fixture
@@ -42,3 +42,21 @@ def test_an_unknown_router_peer_and_a_full_queue_raise_as_pyzmq_does(context, tm
     pusher.connect(f"ipc://{tmp_path}/nobody-listens.sock")  # no peer: nothing can be queued
     with pytest.raises(zmq.Again):
         send_frames(pusher, [b"a", b"b"], NOBLOCK)
+
+
+def test_frames_are_received_as_recv_multipart_gives_them(context, tmp_path):
+    router, dealer = context.socket(zmq.ROUTER), context.socket(zmq.DEALER)
+    dealer.setsockopt(zmq.IDENTITY, b"client-1")
+    router.bind(f"ipc://{tmp_path}/router.sock")
+    dealer.connect(f"ipc://{tmp_path}/router.sock")
+    with pytest.raises(zmq.Again):
+        recv_frames(router, NOBLOCK)
+    dealer.send(b"one")
+    dealer.send_multipart([b"two", b"", b"three"])
+    assert router.poll(5000)
+    assert recv_frames(router, NOBLOCK) == [b"client-1", b"one"]
+    assert router.poll(5000)
+    frames = recv_frames(router)
+    assert frames == [b"client-1", b"two", b"", b"three"] and all(type(frame) is bytes for frame in frames)
+    with pytest.raises(zmq.Again):
+        recv_frames(router, NOBLOCK)
