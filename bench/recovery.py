@@ -8,7 +8,9 @@
    ``--journal-batch`` commands (a batch is one LMDB entry; the sequencer's batches are what arrived
    during its previous commit, see ``journal_commands_per_batch`` in ``bench.pipeline``'s output).
 2. In process, the engine's recovery path: the journal read in the sequencer's replay chunks, each chunk
-   applied by ``EngineService.apply`` and its report messages encoded, as the engine does at start-up.
+   applied by ``EngineService.apply`` and its report messages encoded, as the engine does at start-up
+   (account messages only for accounts someone subscribes to: none, as when the engine starts;
+   ``--every-account`` builds them for every account, as when a subscriber takes every account topic).
    ``replay_commands_per_s`` is its rate over the whole journal. A snapshot is taken when ``--tail``
    commands are left (the most a restart replays with ``snapshot_every_commands`` = ``--tail``).
 3. The real processes: the sequencer (``python -m sequencer.main``) is started on that journal and
@@ -78,9 +80,11 @@ def write_journal(path: Path, commands: np.ndarray, map_bytes: int, batch: int =
 
 
 def replay_in_process(config: ExchangeConfig, journal_path: Path, snapshot_at: int, store_path: Path,
-                      map_bytes: int, log) -> dict:
+                      map_bytes: int, log, every_account: bool = False) -> dict:
     """The whole journal through the engine's start-up path; a snapshot at ``snapshot_at``."""
     service = EngineService(config)
+    # engine/main.py starts with nobody listening to account topics and follows the subscriptions.
+    service.account_listeners = None if every_account else set()
     service.warm_up()
     heap = HeapKeeper()  # the collector paced as the engine paces it while it replays
     heap.recovering()
@@ -178,7 +182,8 @@ def timed_engine_start(processes: Processes, head: int) -> float:
     return elapsed
 
 
-def run(commands_count: int, tail: int, log, journal_batch: int = JOURNAL_BATCH) -> dict:
+def run(commands_count: int, tail: int, log, journal_batch: int = JOURNAL_BATCH,
+        every_account: bool = False) -> dict:
     spec = dataclasses.replace(workloads.EXCHANGE_CORE, commands=max(1, commands_count))
     log(f"workload of {commands_count:,} commands (generated once, then cached in bench/.cache)")
     _, commands = journal_commands(spec, commands_count)
@@ -195,7 +200,8 @@ def run(commands_count: int, tail: int, log, journal_batch: int = JOURNAL_BATCH)
         log(f"journal of {count:,} commands written in batches of {journal_batch} in {write_s:.1f} s")
         snapshot_at = max(1, count - tail)
         store = config.paths.snapshot_dir
-        in_process = replay_in_process(config, config.paths.journal_dir, snapshot_at, store, map_bytes, log)
+        in_process = replay_in_process(config, config.paths.journal_dir, snapshot_at, store, map_bytes, log,
+                                       every_account)
         log(f"in-process replay: {in_process['replay_commands_per_s']:,.0f} commands/s")
 
         processes = Processes(home, config_path)
@@ -225,6 +231,7 @@ def run(commands_count: int, tail: int, log, journal_batch: int = JOURNAL_BATCH)
         "snapshot_write_s": round(in_process["snapshot_write_s"], 2),
         "journal_write_s": round(write_s, 2),
         "journal_commands_per_batch": journal_batch,
+        "account_messages": "every account" if every_account else "subscribed accounts (none)",
         "targets": {"replay_commands_per_s": 2_000_000, "recover_s_from_snapshot": 10.0,
                     "met": in_process["replay_commands_per_s"] >= 2_000_000 and from_snapshot < 10.0},
     }
@@ -252,6 +259,8 @@ def main(argv: list[str] | None = None) -> int:
                                                   "configuration's engine.snapshot_every_commands)")
     parser.add_argument("--journal-batch", type=int, default=JOURNAL_BATCH,
                         help=f"commands per journal batch (default {JOURNAL_BATCH})")
+    parser.add_argument("--every-account", action="store_true",
+                        help="build every account's messages during the replay (default: subscribed ones, none)")
     args = parser.parse_args(argv)
     count = args.commands or (200_000 if args.quick else 10_000_000)
     tail = args.tail or (50_000 if args.quick else default_config().engine.snapshot_every_commands)
@@ -259,7 +268,7 @@ def main(argv: list[str] | None = None) -> int:
     def log(text: str) -> None:
         print(text, file=sys.stderr if args.json else sys.stdout, flush=True)
 
-    result = run(count, tail, log, max(1, args.journal_batch))
+    result = run(count, tail, log, max(1, args.journal_batch), args.every_account)
     print(json.dumps(result) if args.json else json.dumps(result, indent=2))
     return 0
 
