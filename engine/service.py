@@ -448,8 +448,7 @@ class EngineService:
         for symbol in sorted(output.market_seq):
             messages.append(self._market_message(symbol, pick(output.market_positions.get(symbol, [])),
                                                  output.touched.get(symbol, ()), output.market_seq[symbol]))
-        listened = sorted(output.account_positions if self.account_listeners is None
-                          else self.account_listeners.intersection(output.account_positions))
+        listened = sorted(output.account_positions)  # gathered for the listened accounts only
         if listened:
             event_accounts = events["account"].tolist()
             event_makers = events["maker_account"].tolist()
@@ -468,11 +467,14 @@ class EngineService:
                           symbols: list[int], sides: list[int], prices: list[int], order_types: list[int],
                           tifs: list[int], makers: list[int], offset: int, output: _Output) -> None:
         """The chunk's part of the market and account topics: positions of the trades per symbol, the book
-        levels changed per symbol, positions of every event of an account (and of the trades where it is
-        the maker), in event order, and the last seq of each topic. The arguments are the chunk's columns."""
+        levels changed per symbol, positions of every event of an account whose topic is listened to (and
+        of the trades where it is the maker), in event order, and the last seq of each topic (of every
+        account's: it chains the topic's messages, state). The arguments are the chunk's columns."""
         trades, touched, owners = output.market_positions, output.touched, output.account_positions
         market_seq, account_seq = output.market_seq, output.account_seq
         max_accounts = self._max_accounts
+        listeners = self.account_listeners
+        every_account = listeners is None
         latest_price: dict[int, int] = {}  # order id -> its limit as of the chunk's events read so far
         for i, kind in enumerate(kinds):
             position = offset + i
@@ -502,12 +504,14 @@ class EngineService:
                 market_seq[symbol] = seq
             account = accounts[i]
             if 0 <= account < max_accounts:
-                owners.setdefault(account, []).append(position)
+                if every_account or account in listeners:
+                    owners.setdefault(account, []).append(position)
                 account_seq[account] = seq
             if kind == _TRADE:
                 maker = makers[i]
                 if maker != account and 0 <= maker < max_accounts:
-                    owners.setdefault(maker, []).append(position)
+                    if every_account or maker in listeners:
+                        owners.setdefault(maker, []).append(position)
                     account_seq[maker] = seq
 
     def _market_message(self, symbol: int, trades: np.ndarray, touched: set[tuple[int, int]],

@@ -313,6 +313,25 @@ def test_an_account_topic_carries_every_event_of_the_account_on_either_side_of_a
     assert on(messages, account_topic(BOB)).items[2:] == [["", ""], ["", ""]]  # balances
 
 
+def test_only_listened_accounts_get_messages_and_the_others_chains_still_advance(desk):
+    desk.service.account_listeners = {BOB}  # as engine/main.py sets it from the subscriptions
+    desk.add("sell", BOB, BTC_USDT, 150, 5, clordid="B1")
+    desk.add("buy", ALICE, BTC_USDT, 150, 2, clordid="A1")
+    first = desk.send()
+    assert [m.topic for m in first if m.topic[:1] == b"a"] == [account_topic(BOB)]
+    assert on(first, account_topic(BOB)).items[:2] == [["B1", ""], ["", "B1"]]
+
+    desk.service.account_listeners = {ALICE, BOB}  # ALICE subscribes
+    desk.add("buy", ALICE, BTC_USDT, 150, 1, clordid="A2")
+    alice = on(desk.send(), account_topic(ALICE))
+    assert alice.prev == last_seq_of(first) and kinds(alice) == ["ACCEPTED", "TRADE", "BALANCE", "BALANCE"]
+
+
+def last_seq_of(messages: list[ReportMessage]) -> int:
+    """The seq of a batch's last event (what an account's chain points back to)."""
+    return max(int(m.events["seq"].max()) for m in messages if len(m.events))
+
+
 # --- OrigClOrdID ------------------------------------------------------------------------------------
 
 
