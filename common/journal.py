@@ -101,9 +101,10 @@ def _key_seq(key: bytes) -> int:
     return int.from_bytes(key, "big")
 
 
-def batch_value(raw_records: bytes, envelopes: list[Envelope]) -> bytes:
+def batch_value(raw_records: bytes, envelopes: list[Envelope], packed_envelopes: bytes | None = None) -> bytes:
     """The LMDB value of a batch: its count, its records' bytes, its envelopes as three columns."""
-    return _COUNT.pack(len(envelopes)) + raw_records + pack_envelopes(envelopes)
+    packed = packed_envelopes if packed_envelopes is not None else pack_envelopes(envelopes)
+    return _COUNT.pack(len(envelopes)) + raw_records + packed
 
 
 def _value_count(value: bytes) -> int:
@@ -172,6 +173,19 @@ class Journal:
         if not readonly:
             self._index_missing_clordids()
 
+    def _entries_after(self, db, after: bytes) -> list[tuple[bytes, bytes]]:
+        """Up to DEFAULT_CHUNK (key, value) entries of ``db`` after the key ``after`` (b"": from the first),
+        read in one transaction: a walk over a whole database takes a transaction per chunk."""
+        entries = []
+        with self._env.begin(db=db) as txn:
+            cursor = txn.cursor()
+            found = cursor.set_range(after) if after else cursor.first()
+            while found and len(entries) < DEFAULT_CHUNK:
+                if cursor.key() != after:
+                    entries.append((cursor.key(), cursor.value()))
+                found = cursor.next()
+        return entries
+
     def _has_db(self, name: bytes) -> bool:
         with self._env.begin() as txn:  # the main database lists the named ones
             return txn.get(name) is not None
@@ -198,9 +212,11 @@ class Journal:
 
     # --- writing -------------------------------------------------------------------------------------
 
-    def append(self, records: np.ndarray, envelopes: list[Envelope], *, archive: bool = False) -> None:
+    def append(self, records: np.ndarray, envelopes: list[Envelope], *, archive: bool = False,
+               packed_envelopes: bytes | None = None) -> None:
         """Write one batch in one transaction. ``records`` carry their ``seq`` (contiguous with the last
-        one journaled) and ``ts``; ``envelopes`` match them one for one. Returns once committed.
+        one journaled) and ``ts``; ``envelopes`` match them one for one (``packed_envelopes``: their
+        ``pack_envelopes`` bytes, if the caller has them). Returns once committed.
         ``archive``: an archive of compacted commands, whose first batch may start at any seq."""
         if self.readonly:
             raise JournalError("this journal is open read-only")
@@ -218,7 +234,7 @@ class Journal:
                 f"batch seq {int(records['seq'][0])}..{int(records['seq'][-1])} does not continue the journal "
                 f"after {self._last} contiguously"
             )
-        value = batch_value(np.ascontiguousarray(records).tobytes(), envelopes)
+        value = batch_value(np.ascontiguousarray(records).tobytes(), envelopes, packed_envelopes)
         key = seq_key(start)
         indexed = _clordid_entries(start, records, envelopes)
         self._write(lambda txn: self._put_batch(txn, key, value, indexed))
@@ -261,26 +277,18 @@ class Journal:
         converted = 0
         after = b""
         while True:
-            keys, values = [], []
-            with self._env.begin(db=old) as txn:
-                cursor = txn.cursor()
-                found = cursor.set_range(after) if after else cursor.first()
-                while found and len(values) < DEFAULT_CHUNK:
-                    if cursor.key() != after:
-                        keys.append(cursor.key())
-                        values.append(cursor.value())
-                    found = cursor.next()
-            if not values:
+            entries = self._entries_after(old, after)
+            if not entries:
                 break
-            first = _key_seq(keys[0])
-            if any(_key_seq(key) != first + i or len(value) <= RECORD_BYTES for i, (key, value) in enumerate(zip(keys, values))):
+            first = _key_seq(entries[0][0])
+            if any(_key_seq(key) != first + i or len(value) <= RECORD_BYTES for i, (key, value) in enumerate(entries)):
                 raise JournalError(f"version-2 journal corrupt near seq {first}")
-            raw = b"".join([value[:RECORD_BYTES] for value in values])
-            envelopes = [Envelope.unpack(msgpack.unpackb(value[RECORD_BYTES:], raw=False)) for value in values]
-            value = batch_value(raw, envelopes)
-            self._write(lambda txn: txn.put(keys[0], value, append=True))
-            converted += len(values)
-            after = keys[-1]
+            raw = b"".join([value[:RECORD_BYTES] for _, value in entries])
+            envelopes = [Envelope.unpack(msgpack.unpackb(value[RECORD_BYTES:], raw=False)) for _, value in entries]
+            batch = batch_value(raw, envelopes)
+            self._write(lambda txn: txn.put(entries[0][0], batch, append=True))
+            converted += len(entries)
+            after = entries[-1][0]
         with self._env.begin(write=True) as txn:
             txn.drop(old, delete=True)
         log.info("journal %s converted from format version 2: %d commands", self.path, converted)
@@ -332,14 +340,7 @@ class Journal:
         expected: int | None = None
         after = b""
         while len(faults) < max_faults:
-            entries = []
-            with self._begin() as txn:
-                cursor = txn.cursor()
-                found = cursor.set_range(after) if after else cursor.first()
-                while found and len(entries) < DEFAULT_CHUNK:
-                    if cursor.key() != after:
-                        entries.append((cursor.key(), cursor.value()))
-                    found = cursor.next()
+            entries = self._entries_after(self._db, after)
             if not entries:
                 break
             for key, value in entries:

@@ -46,6 +46,7 @@ class SequencedBatch:
     records: np.ndarray  # COMMAND_DTYPE, seq first..first+len-1
     envelopes: list[Envelope]
     head: int | None = None  # replay answers: the journal's last sequence number
+    packed_envelopes: bytes | None = field(default=None, repr=False, compare=False)  # pack_envelopes(envelopes)
 
     @property
     def last(self) -> int:
@@ -91,7 +92,7 @@ def encode_batch(batch: SequencedBatch) -> list[bytes]:
         BATCH,
         msgpack.packb(header),
         np.ascontiguousarray(batch.records, dtype=COMMAND_DTYPE).tobytes(),
-        pack_envelopes(batch.envelopes),
+        batch.packed_envelopes if batch.packed_envelopes is not None else pack_envelopes(batch.envelopes),
     ]
 
 

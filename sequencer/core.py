@@ -26,7 +26,7 @@ from typing import Callable
 
 import numpy as np
 
-from common.intake import Envelope
+from common.intake import Envelope, pack_envelopes
 from common.journal import Journal
 from common.records import COMMAND_DTYPE
 from common.stream import Duplicate, Refused, SequencedBatch
@@ -122,8 +122,9 @@ class Sequencer:
             ts = max(int(self.clock()), self.last_ts)
             records["seq"] = np.arange(first, first + len(records), dtype=np.int64)
             records["ts"] = ts
-            self.journal.append(records, envelopes)  # committed from here on
-            batch = SequencedBatch(first, records, envelopes)
+            packed = pack_envelopes(envelopes)  # once, for the journal and the stream
+            self.journal.append(records, envelopes, packed_envelopes=packed)  # committed from here on
+            batch = SequencedBatch(first, records, envelopes, packed_envelopes=packed)
             self.last_seq = batch.last
             self.last_ts = ts
         for _ in range(taken):

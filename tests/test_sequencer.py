@@ -17,10 +17,10 @@ import pytest
 import zmq
 
 from common.config import Durability, default_document, parse_config_text
-from common.intake import Envelope, IntakeError, decode_submissions, encode_submissions
+from common.intake import Envelope, IntakeError, decode_submissions, encode_submissions, pack_envelopes
 from common.journal import Journal
 from common.records import COMMAND_DTYPE, CommandKind, command
-from common.stream import Duplicate, Heartbeat, Refused, SequencedBatch, decode, encode_replay_request
+from common.stream import Duplicate, Heartbeat, Refused, SequencedBatch, decode, encode_batch, encode_replay_request
 from sequencer.core import Sequencer
 
 REPO = Path(__file__).resolve().parent.parent
@@ -97,6 +97,9 @@ class TestSequencing:
         journaled = core.journal.read(1, 10)
         assert journaled.records.tobytes() == batch.records.tobytes()
         assert journaled.envelopes == [Envelope(3, "a")]
+        # The envelopes were packed once, for the journal and for the stream alike.
+        assert batch.packed_envelopes == pack_envelopes([Envelope(3, "a")])
+        assert decode(encode_batch(batch)).envelopes == [Envelope(3, "a")]
 
     def test_every_command_of_a_batch_gets_the_clock_time(self, core, clock):
         clock.now = 5_000
@@ -126,7 +129,7 @@ class TestSequencing:
     def test_a_failed_journal_write_consumes_and_remembers_nothing(self, core, monkeypatch):
         core.submit(order(1), Envelope(1, "x"))
 
-        def disk_full(records, envelopes):
+        def disk_full(records, envelopes, **options):
             raise OSError("disk full")
 
         monkeypatch.setattr(core.journal, "append", disk_full)
