@@ -177,7 +177,7 @@ class Journal:
         """Up to DEFAULT_CHUNK (key, value) entries of ``db`` after the key ``after`` (b"": from the first),
         read in one transaction: a walk over a whole database takes a transaction per chunk."""
         entries = []
-        with self._env.begin(db=db) as txn:
+        with self._begin(db=db) as txn:
             cursor = txn.cursor()
             found = cursor.set_range(after) if after else cursor.first()
             while found and len(entries) < DEFAULT_CHUNK:
@@ -192,13 +192,15 @@ class Journal:
 
     # --- transactions --------------------------------------------------------------------------------
 
-    def _begin(self, *, write: bool = False) -> lmdb.Transaction:
+    def _begin(self, *, write: bool = False, db=None) -> lmdb.Transaction:
+        """A transaction whose default database is ``db`` (the batches unless told)."""
+        db = self._db if db is None else db
         try:
-            return self._env.begin(db=self._db, write=write)
+            return self._env.begin(db=db, write=write)
         except lmdb.MapResizedError:
             # Another process grew the map: adopt its size (0 = the size recorded in the file).
             self._env.set_mapsize(0)
-            return self._env.begin(db=self._db, write=write)
+            return self._env.begin(db=db, write=write)
 
     def _read_last_seq(self) -> int:
         with self._begin() as txn:
@@ -350,9 +352,9 @@ class Journal:
                                   f"should come next")
                 try:
                     count = _value_count(value)
-                    envelopes = _value_envelopes(value, count)
+                    _value_envelopes(value, count)  # they decode, one per record
                     records = np.frombuffer(value, dtype=COMMAND_DTYPE, count=count, offset=_COUNT.size)
-                    if records["seq"].tolist() != list(range(first, first + count)) or len(envelopes) != count:
+                    if records["seq"].tolist() != list(range(first, first + count)):
                         raise JournalError("records that do not carry the batch's seqs")
                 except Exception as exc:
                     faults.append(f"journal corrupt near seq {first}: {exc}")
@@ -417,9 +419,8 @@ class Journal:
             for batch_first, value in parts:
                 batch_count = _value_count(value)
                 begin, end = max(first, batch_first) - batch_first, min(stop, batch_first + batch_count) - batch_first
-                batch_envelopes = _value_envelopes(value, batch_count)
                 raw.append(value[_COUNT.size + begin * RECORD_BYTES : _COUNT.size + end * RECORD_BYTES])
-                envelopes.extend(batch_envelopes[begin:end] if end - begin < batch_count else batch_envelopes)
+                envelopes.extend(_value_envelopes(value, batch_count)[begin:end])
         except JournalError:
             raise
         except Exception as exc:

@@ -908,8 +908,7 @@ class _BatchContext:
     """The command whose events are being read, within one batch."""
 
     __slots__ = ("first", "origins", "sessions", "clordids", "kinds", "kind_column", "accounts", "order_ids", "report",
-                 "resend",
-                 "adds", "seq", "gateway", "session", "clordid", "kind", "account", "target", "transient")
+                 "resend", "adds", "seq", "gateway", "session", "clordid", "kind", "account", "target", "transient")
 
     def __init__(self, first: int, records: np.ndarray, envelopes: list[Envelope], report: bool,
                  resend: bool = False):
@@ -919,7 +918,7 @@ class _BatchContext:
         self.adds: dict[tuple[int, str], list[int]] | None = None
         self.origins = records["origin"].tolist()
         self.kinds = records["kind"].tolist()
-        self.kind_column = records["kind"].copy()  # indexed by (seq - first), as ``kinds``
+        self.kind_column = records["kind"]  # indexed by (seq - first), as ``kinds`` (kinds never change)
         self.accounts = records["account"].tolist()
         self.order_ids = records["order_id"].tolist()  # kept in step with the resolution of OrigClOrdIDs
         self.sessions = [e.session for e in envelopes]
