@@ -5,7 +5,7 @@
     actions = core.on_report(report_message)        # a ReportMessage from the engine (gateway topic)
     actions = core.on_query_reply(reply)            # an answer from the engine's query socket
     actions = core.on_tick()                        # timers: heartbeats, silent sessions, timeouts
-    actions = core.on_unreachable(identity, msg)    # a client could not be sent to (gone, or too slow)
+    actions = core.on_unreachable(identity, msgs)   # a client could not be sent to (gone, or too slow)
     actions = core.on_submit_failed(submit)         # the sequencer could not take a command
     actions = core.on_query_failed(query)           # the engine could not take a query
 
@@ -27,7 +27,7 @@ import struct
 import time
 from collections import OrderedDict
 from dataclasses import dataclass, field
-from typing import Any, Callable, Protocol
+from typing import Any, Callable, Iterable, Protocol
 
 import numpy as np
 
@@ -774,19 +774,26 @@ class GatewayCore:
                     item = dict(item, resend=True)
         return reports.admin_message(self.config, ev, item, key_id=key_id, secret=secret)
 
-    def on_unreachable(self, identity: bytes, message: dict | None = None) -> list[Action]:
-        """A send to ``identity`` failed (disconnected, or not reading): its session ends. An order
-        report it was owed goes to the account's other live sessions."""
+    def on_unreachable(self, identity: bytes, messages: Iterable[dict] = ()) -> list[Action]:
+        """A send of ``messages`` to ``identity`` failed (disconnected, or not reading): its session ends.
+        The order reports among them go to the account's other live sessions, in their order."""
         session = self._by_identity.get(identity)
         if session is None:
             return []
         log.info("session %x: connection gone; session ended", session.id)
         self._end(session)
-        if message is None or message.get(F.MSG_TYPE) not in _ROUTABLE or session.admin:
+        if session.admin:
+            return []
+        owed = [message for message in messages if message.get(F.MSG_TYPE) in _ROUTABLE]
+        if not owed:
             return []
         now = self.clock()
-        body = {k: v for k, v in message.items() if k not in (F.MSG_SEQ_NUM, F.SENDING_TIME)}
-        return [self._send(other, body, now) for other in tuple(self._by_account.get(session.account, {}).values())]
+        actions: list[Action] = []
+        for other in tuple(self._by_account.get(session.account, {}).values()):
+            for message in owed:
+                body = {k: v for k, v in message.items() if k not in (F.MSG_SEQ_NUM, F.SENDING_TIME)}
+                actions.append(self._send(other, body, now))
+        return actions
 
     def shutdown(self) -> list[Action]:
         """The gateway is stopping: a Logout to every session, and no session left."""

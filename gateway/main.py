@@ -67,7 +67,7 @@ class GatewayProcess:
         self.core = GatewayCore(config, instance, self.credentials, clock=time.time_ns)
         self.stopping = False
         self.heap = HeapKeeper()
-        self.counters = {"client": 0, "submitted": 0, "reports": 0, "sent": 0, "unreachable": 0,
+        self.counters = {"client": 0, "submitted": 0, "reports": 0, "sent": 0, "sends": 0, "unreachable": 0,
                          "submit_failed": 0}
         self._submits: list[Submit] = []  # taken this turn, not sent yet (_flush_submits)
         self.slow_turns = PauseLog(log, "a loop turn")
@@ -190,21 +190,35 @@ class GatewayProcess:
 
     def _carry_out(self, actions: list[Action]) -> None:
         queue = list(actions)
+        # A connection's messages of these actions leave as one multipart message, one map a frame, in
+        # order (docs/protocol.md): a send costs about the same whatever it carries, and an order's
+        # acknowledgement and its fill usually come from the same report message.
+        outgoing: dict[bytes, list[dict]] = {}
         index = 0
-        while index < len(queue):
-            action = queue[index]
-            index += 1
-            if type(action) is ToClient:
-                queue.extend(self._to_client(action))
-            elif type(action) is Submit:
-                self._submits.append(action)
-                if len(self._submits) >= SUBMITS_PER_MESSAGE:
-                    queue.extend(self._send_submits())
-            elif type(action) is Query:
-                try:
-                    self.queries.send_multipart(encode_query(action.query), zmq.NOBLOCK)
-                except zmq.Again:
-                    queue.extend(self.core.on_query_failed(action))
+        while True:
+            while index < len(queue):
+                action = queue[index]
+                index += 1
+                if type(action) is ToClient:
+                    messages = outgoing.get(action.identity)
+                    if messages is None:
+                        outgoing[action.identity] = [action.message]
+                    else:
+                        messages.append(action.message)
+                elif type(action) is Submit:
+                    self._submits.append(action)
+                    if len(self._submits) >= SUBMITS_PER_MESSAGE:
+                        queue.extend(self._send_submits())
+                elif type(action) is Query:
+                    try:
+                        self.queries.send_multipart(encode_query(action.query), zmq.NOBLOCK)
+                    except zmq.Again:
+                        queue.extend(self.core.on_query_failed(action))
+            if not outgoing:
+                return
+            sending, outgoing = outgoing, {}
+            for identity, messages in sending.items():  # a failed send's reports go to other sessions
+                queue.extend(self._to_client(identity, messages))
 
     def _flush_submits(self) -> None:
         if self._submits:
@@ -223,21 +237,22 @@ class GatewayProcess:
             self.counters["submit_failed"] += len(submits)
             return [action for submit in submits for action in self.core.on_submit_failed(submit)]
 
-    def _to_client(self, action: ToClient) -> list[Action]:
+    def _to_client(self, identity: bytes, messages: list[dict]) -> list[Action]:
         try:
-            send_frames(self.fix, (action.identity, encode(action.message)), NOBLOCK)
-            self.counters["sent"] += 1
+            send_frames(self.fix, (identity, *[encode(message) for message in messages]), NOBLOCK)
+            self.counters["sent"] += len(messages)
+            self.counters["sends"] += 1
             return []
         except zmq.ZMQError as exc:
             if exc.errno not in (errno.EHOSTUNREACH, errno.EAGAIN):
                 raise
-            self.counters["unreachable"] += 1
-            return self.core.on_unreachable(action.identity, action.message)
+            self.counters["unreachable"] += len(messages)
+            return self.core.on_unreachable(identity, messages)
 
     def _logout_everyone(self) -> None:
         for action in self.core.shutdown():
             if type(action) is ToClient:
-                self._to_client(action)
+                self._to_client(action.identity, [action.message])
 
     def _log_stats(self) -> None:
         line = ", ".join(f"{name} {value}" for name, value in self.counters.items())

@@ -153,7 +153,7 @@ def _raw_dealer(exchange) -> zmq.Socket:
 def _receive(socket: zmq.Socket) -> dict:
     import msgpack
 
-    return msgpack.unpackb(socket.recv_multipart()[-1], raw=False)
+    return msgpack.unpackb(socket.recv(), raw=False)  # a frame is one message (several may come together)
 
 
 def test_a_logon_with_a_bad_signature_is_refused(exchange, admin):

@@ -825,10 +825,23 @@ def test_an_unreachable_client_ends_its_session_and_its_report_goes_to_the_other
     report = only(gw.report((event(EventKind.ACCEPTED, seq=10, order_id=10, account=account, symbol=BTC_USDT,
                                    side=Side.BUY, order_type=OrderType.LIMIT, price=650000, qty=300, leaves=300),
                              item(gw.session_id(b"c1"), account, "a1"))))
-    rerouted = gw.core.on_unreachable(b"c1", report)
+    rerouted = gw.core.on_unreachable(b"c1", [report])
     assert gw.core.session_of(b"c1") is None
     assert [a.identity for a in rerouted] == [b"c2"] and rerouted[0].message["ExecID"] == report["ExecID"]
-    assert gw.core.on_unreachable(b"c1", report) == []
+    assert gw.core.on_unreachable(b"c1", [report]) == []
+
+
+def test_every_report_of_a_failed_send_goes_to_the_other_sessions_in_order(gw):
+    account, key_id, secret = gw.trader()
+    gw.logon(b"c1", key_id, secret)
+    gw.now += 1
+    gw.logon(b"c2", key_id, secret)
+    reports = [only(gw.report((event(EventKind.ACCEPTED, seq=seq, order_id=seq, account=account, symbol=BTC_USDT,
+                                     side=Side.BUY, order_type=OrderType.LIMIT, price=650000, qty=300, leaves=300),
+                               item(gw.session_id(b"c1"), account, f"a{seq}")))) for seq in (10, 11)]
+    rerouted = gw.core.on_unreachable(b"c1", reports)
+    assert [(a.identity, a.message["ClOrdID"]) for a in rerouted] == [(b"c2", "a10"), (b"c2", "a11")]
+    assert rerouted[1].message["MsgSeqNum"] == rerouted[0].message["MsgSeqNum"] + 1
 
 
 # --- queries ------------------------------------------------------------------------------------------

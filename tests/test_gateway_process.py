@@ -221,6 +221,25 @@ def test_an_order_goes_to_the_sequencer_and_its_report_comes_back(exchange):
                                                                                          "0.01")
 
 
+def test_what_one_report_message_owes_a_connection_leaves_in_one_multipart_message(exchange):
+    exchange.start_gateway()
+    client = exchange.client()
+    client.logon(exchange.key_id, exchange.secret)
+    client.send("D", ClOrdID="a1", **ORDER)
+    first_record, first_envelope = exchange.submission()
+    client.send("D", ClOrdID="a2", **ORDER)
+    second_record, second_envelope = exchange.submission()
+    first, first_items = accepted(first_record, first_envelope, exchange.account, seq=41)
+    second, second_items = accepted(second_record, second_envelope, exchange.account, seq=42)
+    exchange.publish(1, np.concatenate([first, second]), first_items + second_items)
+
+    assert client.socket.poll(int(TIMEOUT_S * 1000))
+    frames = client.socket.recv_multipart()  # docs/protocol.md: a frame each, in MsgSeqNum order
+    reports = [decode(frame, max_bytes=1 << 20) for frame in frames]
+    assert [(r["MsgType"], r["ClOrdID"]) for r in reports] == [("8", "a1"), ("8", "a2")]
+    assert reports[1]["MsgSeqNum"] == reports[0]["MsgSeqNum"] + 1
+
+
 def test_malformed_messages_are_rejected_and_never_forwarded(exchange):
     exchange.start_gateway()
     client = exchange.client()
