@@ -8,10 +8,13 @@
    ``--journal-batch`` commands (a batch is one LMDB entry; the sequencer's batches are what arrived
    during its previous commit, see ``journal_commands_per_batch`` in ``bench.pipeline``'s output).
 2. In process, the engine's recovery path: the journal read in the sequencer's replay chunks, each chunk
-   applied by ``EngineService.apply`` and its report messages encoded, as the engine does at start-up
-   (account messages only for accounts someone subscribes to: none, as when the engine starts;
-   ``--every-account`` builds them for every account, as when a subscriber takes every account topic).
-   ``replay_commands_per_s`` is its rate over the whole journal. A snapshot is taken when ``--tail``
+   applied by ``EngineService.apply`` as the engine does at start-up: with its report messages built and
+   encoded for the journal's last ``engine.catch_up_reports`` commands (``--catch-up-reports``), the
+   state alone for those before (account messages only for accounts someone subscribes to: none, as
+   when the engine starts; ``--every-account`` builds them for every account, as when a subscriber takes
+   every account topic). ``replay_commands_per_s`` is its rate over the whole journal, read included;
+   ``apply_reported_commands_per_s`` and ``apply_state_only_commands_per_s`` those of the two parts
+   without the read. A snapshot is taken when ``--tail``
    commands are left (the most a restart replays with ``snapshot_every_commands`` = ``--tail``).
 3. The real processes: the sequencer (``python -m sequencer.main``) is started on that journal and
    waited for (``sequencer_start_s``: it reads the whole journal to rebuild its ClOrdID memory), then the
@@ -45,7 +48,7 @@ from common.intake import Envelope
 from common.journal import Journal
 from common.reports import encode_report
 from common.snapshot_store import SnapshotStore
-from engine.service import EngineService
+from engine.service import EngineService, catch_up_parts
 from engine.snapshot import encode
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -89,6 +92,7 @@ def replay_in_process(config: ExchangeConfig, journal_path: Path, snapshot_at: i
     heap = HeapKeeper()  # the collector paced as the engine paces it while it replays
     heap.recovering()
     replay_s = snapshot_s = 0.0
+    quiet = {False: [0, 0.0], True: [0, 0.0]}  # report -> [commands, seconds] (the journal read aside)
     with Journal(journal_path, map_bytes=map_bytes, durability=Durability.PROCESS, readonly=True) as journal:
         head = journal.last_seq()
         first = 1
@@ -97,8 +101,12 @@ def replay_in_process(config: ExchangeConfig, journal_path: Path, snapshot_at: i
             count = min(REPLAY_CHUNK, stop - first + 1)
             started = time.perf_counter()
             batch = journal.read(first, count)
-            for message in service.apply(batch, resend=True):
-                encode_report(message)
+            for part, report in catch_up_parts(batch, head, config.engine.catch_up_reports):
+                part_started = time.perf_counter()
+                for message in service.apply(part, resend=True, report=report):
+                    encode_report(message)
+                quiet[report][0] += len(part.records)
+                quiet[report][1] += time.perf_counter() - part_started
             heap.recovered()
             replay_s += time.perf_counter() - started
             first = batch.last + 1
@@ -108,7 +116,12 @@ def replay_in_process(config: ExchangeConfig, journal_path: Path, snapshot_at: i
                     store.write(snapshot_at, encode(service, time.time_ns()), keep=config.engine.snapshots_kept)
                 snapshot_s = time.perf_counter() - started
                 log(f"snapshot of seq {snapshot_at} written in {snapshot_s:.2f} s")
+    def rate(report: bool) -> float:
+        commands, seconds = quiet[report]
+        return commands / seconds if seconds else 0.0
+
     return {"replay_s": replay_s, "replay_commands_per_s": head / replay_s, "snapshot_write_s": snapshot_s,
+            "apply_reported_commands_per_s": rate(True), "apply_state_only_commands_per_s": rate(False),
             "state_hash": service.engine.state_hash()}
 
 
@@ -183,7 +196,7 @@ def timed_engine_start(processes: Processes, head: int) -> float:
 
 
 def run(commands_count: int, tail: int, log, journal_batch: int = JOURNAL_BATCH,
-        every_account: bool = False) -> dict:
+        every_account: bool = False, catch_up_reports: int | None = None) -> dict:
     spec = dataclasses.replace(workloads.EXCHANGE_CORE, commands=max(1, commands_count))
     log(f"workload of {commands_count:,} commands (generated once, then cached in bench/.cache)")
     _, commands = journal_commands(spec, commands_count)
@@ -192,6 +205,8 @@ def run(commands_count: int, tail: int, log, journal_batch: int = JOURNAL_BATCH,
     try:
         config_path = home / "exchange.toml"
         document = _document(spec, home)
+        if catch_up_reports is not None:
+            document["engine"]["catch_up_reports"] = max(0, catch_up_reports)
         config_path.write_text(to_toml(document))
         config = load_config(config_path)
         map_bytes = 1 << 30
@@ -202,7 +217,9 @@ def run(commands_count: int, tail: int, log, journal_batch: int = JOURNAL_BATCH,
         store = config.paths.snapshot_dir
         in_process = replay_in_process(config, config.paths.journal_dir, snapshot_at, store, map_bytes, log,
                                        every_account)
-        log(f"in-process replay: {in_process['replay_commands_per_s']:,.0f} commands/s")
+        log(f"in-process replay: {in_process['replay_commands_per_s']:,.0f} commands/s (applied with reports "
+            f"{in_process['apply_reported_commands_per_s']:,.0f}/s, state only "
+            f"{in_process['apply_state_only_commands_per_s']:,.0f}/s)")
 
         processes = Processes(home, config_path)
         try:
@@ -224,6 +241,9 @@ def run(commands_count: int, tail: int, log, journal_batch: int = JOURNAL_BATCH,
     return {
         "commands": count,
         "replay_commands_per_s": round(in_process["replay_commands_per_s"]),
+        "catch_up_reports": config.engine.catch_up_reports,
+        "apply_reported_commands_per_s": round(in_process["apply_reported_commands_per_s"]),
+        "apply_state_only_commands_per_s": round(in_process["apply_state_only_commands_per_s"]),
         "recover_s_journal_only": round(journal_only, 2),
         "recover_s_from_snapshot": round(from_snapshot, 2),
         "replayed_after_snapshot": count - snapshot_at,
@@ -261,6 +281,9 @@ def main(argv: list[str] | None = None) -> int:
                         help=f"commands per journal batch (default {JOURNAL_BATCH})")
     parser.add_argument("--every-account", action="store_true",
                         help="build every account's messages during the replay (default: subscribed ones, none)")
+    parser.add_argument("--catch-up-reports", type=int, default=None, metavar="N",
+                        help="engine.catch_up_reports: report messages built again for the journal's last N "
+                             "commands (default: the default configuration's; the journal length: all of them)")
     args = parser.parse_args(argv)
     count = args.commands or (200_000 if args.quick else 10_000_000)
     tail = args.tail or (50_000 if args.quick else default_config().engine.snapshot_every_commands)
@@ -268,7 +291,7 @@ def main(argv: list[str] | None = None) -> int:
     def log(text: str) -> None:
         print(text, file=sys.stderr if args.json else sys.stdout, flush=True)
 
-    result = run(count, tail, log, max(1, args.journal_batch), args.every_account)
+    result = run(count, tail, log, max(1, args.journal_batch), args.every_account, args.catch_up_reports)
     print(json.dumps(result) if args.json else json.dumps(result, indent=2))
     return 0
 

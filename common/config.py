@@ -109,6 +109,7 @@ class EngineConfig:
     snapshot_every_s: int  # ... or after this many seconds, if any command was applied meanwhile
     snapshots_kept: int  # the newest this many snapshots are kept; older ones are dropped
     snapshot_map_bytes: int  # initial LMDB map size of the snapshot store (it grows when full)
+    catch_up_reports: int  # at start-up, reports are published again for the journal's last this many commands
 
 
 class Durability(str, Enum):
@@ -317,6 +318,7 @@ def parse_config(document: Mapping[str, Any], *, source: str = "<memory>") -> Ex
         snapshot_every_s=engine_section.integer("snapshot_every_s", minimum=1, maximum=86_400 * 7),
         snapshots_kept=engine_section.integer("snapshots_kept", minimum=2, maximum=1000),
         snapshot_map_bytes=engine_section.integer("snapshot_map_bytes", minimum=1 << 20, maximum=1 << 44),
+        catch_up_reports=engine_section.integer("catch_up_reports", minimum=0, maximum=1 << 40),
     )
     engine_section.finish()
 

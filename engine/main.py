@@ -65,7 +65,7 @@ from common.stream import (
     encode_replay_request,
 )
 from engine import snapshot
-from engine.service import EngineService, StreamInconsistency
+from engine.service import EngineService, StreamInconsistency, catch_up_parts
 from engine.snapshot import load_newest
 
 log = logging.getLogger("engine")
@@ -306,7 +306,8 @@ class EngineProcess:
             if batch.last < batch.head:  # the sequencer reads the next chunk while this one is applied
                 first = batch.last + 1
                 self._ask_replay(first, REPLAY_CHUNK)
-            self._apply(batch, resend=True)
+            for part, report in catch_up_parts(batch, batch.head, self.config.engine.catch_up_reports):
+                self._apply(part, resend=True, report=report)
             self.heap.recovered()
             applied += len(batch.records)
             now = time.monotonic()
@@ -485,10 +486,10 @@ class EngineProcess:
                     raise Fatal(f"replay asked for {count} commands answered {len(answer.records)}")
                 return answer
 
-    def _apply(self, batch: SequencedBatch, *, resend: bool = False) -> None:
+    def _apply(self, batch: SequencedBatch, *, resend: bool = False, report: bool = True) -> None:
         started = time.perf_counter()
         try:
-            messages = self.service.apply(batch, resend=resend)
+            messages = self.service.apply(batch, resend=resend, report=report)
         except StreamInconsistency as exc:
             raise Fatal(str(exc)) from None
         if not resend:

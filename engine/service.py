@@ -45,7 +45,7 @@ from __future__ import annotations
 
 import logging
 from collections import OrderedDict, deque
-from typing import Any
+from typing import Any, Iterable
 
 import numpy as np
 
@@ -108,6 +108,10 @@ _MARKET = int(OrderType.MARKET)
 _LIMIT = int(OrderType.LIMIT)
 _IMMEDIATE = frozenset({int(TimeInForce.IOC), int(TimeInForce.FOK)})
 _BOOK_EVENTS = frozenset({_ACCEPTED, _CANCELLED, _REPLACED})
+_BOOK_EVENT_KINDS = np.array(sorted(_BOOK_EVENTS))
+_IMMEDIATE_TIFS = np.array(sorted(_IMMEDIATE))
+# The events that change what the service knows of an order (the others are only routed to topics).
+_ORDER_EVENTS = np.array([_TRADE, _ACCEPTED, _CANCELLED, _REPLACED])
 _OPPOSITE_SIDE = {1: 2, 2: 1}  # Side.BUY <-> Side.SELL: a trade's maker is on the other side of its taker
 # What a reject of a command the journal could not take repeats of the command (as the engine's rejects do).
 _REFUSED_ECHO = ("account", "symbol", "side", "order_type", "tif", "price", "qty", "order_id", "client_order_id",
@@ -318,8 +322,13 @@ class EngineService:
         gateway_positions = output.gateway_positions
         gateway_items = output.gateway_items
         offset = output.count  # positions are counted over the whole batch
-        self._route_downstream(kinds, seqs, order_ids, accounts, symbols, sides, prices, order_types, tifs,
-                               chunk["maker_account"].tolist(), offset, output)
+        if ctx.report:
+            self._route_downstream(kinds, seqs, order_ids, accounts, symbols, sides, prices, order_types, tifs,
+                                   chunk["maker_account"].tolist(), offset, output)
+            positions: Iterable[int] = range(len(kinds))
+        else:  # the state alone: the topics' last seqs, and the events that change an order
+            self._topic_seqs(chunk, output)
+            positions = np.flatnonzero(np.isin(chunk["kind"], _ORDER_EVENTS)).tolist()
         own_clordid, maker_clordid = output.own_clordid, output.maker_clordid
         listeners = self.account_listeners
 
@@ -345,7 +354,8 @@ class EngineService:
         self._remember_outcomes(chunk, ctx)
         open_orders, by_clordid, close = self._open, self._by_clordid, self._close
 
-        for i, kind in enumerate(kinds):
+        for i in positions:
+            kind = kinds[i]
             seq = seqs[i]
             if seq != ctx.seq:
                 ctx.end_command(self)
@@ -424,6 +434,7 @@ class EngineService:
             else:  # ACCOUNT_CREATED, MASS_CANCELLED
                 route(ctx.gateway, i, ctx.session, accounts[i], "order", ctx.clordid, 0)
 
+        ctx.read_seq = seqs[-1]
         if ctx.report:
             output.chunks.append(chunk.copy())
             output.count += len(chunk)
@@ -514,6 +525,29 @@ class EngineService:
                         owners.setdefault(maker, []).append(position)
                     account_seq[maker] = seq
 
+    def _topic_seqs(self, chunk: np.ndarray, output: _Output) -> None:
+        """What ``_route_downstream`` keeps of a chunk when no message is built: the last seq of each market
+        topic (a trade, or a book level changed) and of each account topic (its events, and the trades
+        where it is the maker). Seqs only grow within a chunk, so the last of a topic is its greatest."""
+        kinds, seqs = chunk["kind"], chunk["seq"]
+        trades = kinds == _TRADE
+        tifs = chunk["tif"]
+        market = trades | (np.isin(kinds, _BOOK_EVENT_KINDS) & (chunk["order_type"] == _LIMIT)
+                           & ~np.isin(tifs, _IMMEDIATE_TIFS))
+        if market.any():
+            output.market_seq.update(zip(chunk["symbol"][market].tolist(), seqs[market].tolist()))
+        accounts, makers = chunk["account"], chunk["maker_account"]
+        owns = np.flatnonzero((accounts >= 0) & (accounts < self._max_accounts))
+        made = np.flatnonzero(trades & (makers != accounts) & (makers >= 0) & (makers < self._max_accounts))
+        if len(made):
+            where = np.concatenate([owns, made])
+            whose = np.concatenate([accounts[owns], makers[made]])
+            order = np.argsort(where, kind="stable")
+            where, whose = where[order], whose[order]
+        else:
+            where, whose = owns, accounts[owns]
+        output.account_seq.update(zip(whose.tolist(), seqs[where].tolist()))
+
     def _market_message(self, symbol: int, trades: np.ndarray, touched: set[tuple[int, int]],
                         seq: int) -> ReportMessage:
         """The symbol's market message of a batch (its trades, its changed levels as they are now), kept
@@ -584,10 +618,10 @@ class EngineService:
 
     def _remember_outcomes(self, chunk: np.ndarray, ctx: "_BatchContext") -> None:
         """Keep the first event of each command that begins in ``chunk`` (a command's events may run on
-        from the chunk before: ``ctx.seq`` is the last seq read so far)."""
+        from the chunk before: ``ctx.read_seq`` is the last seq read so far)."""
         seqs = chunk["seq"]
         begins = np.empty(len(chunk), dtype=bool)
-        begins[0] = int(seqs[0]) != ctx.seq
+        begins[0] = int(seqs[0]) != ctx.read_seq
         np.not_equal(seqs[1:], seqs[:-1], out=begins[1:])
         firsts = chunk[begins]
         command_kinds = ctx.kind_column[firsts["seq"] - ctx.first]
@@ -884,6 +918,21 @@ _QUERY_HANDLERS = {
 }
 
 
+def catch_up_parts(batch: SequencedBatch, head: int, reported_commands: int) -> list[tuple[SequencedBatch, bool]]:
+    """A batch of the journal replayed at start-up, as (part, report) pairs to apply in order: report
+    messages are built again only for the last ``reported_commands`` commands up to ``head``, the
+    journal's last seq (``engine.catch_up_reports``); the commands before them only rebuild the state,
+    as those before a snapshot do."""
+    quiet_through = head - reported_commands  # the last seq whose reports are not published again
+    if batch.last <= quiet_through or len(batch.records) == 0:
+        return [(batch, False)] if len(batch.records) else []
+    if batch.first > quiet_through:
+        return [(batch, True)]
+    split = quiet_through - batch.first + 1
+    return [(SequencedBatch(batch.first, batch.records[:split], batch.envelopes[:split], batch.head), False),
+            (SequencedBatch(quiet_through + 1, batch.records[split:], batch.envelopes[split:], batch.head), True)]
+
+
 class _BadQuery(ValueError):
     pass
 
@@ -908,7 +957,7 @@ class _BatchContext:
     """The command whose events are being read, within one batch."""
 
     __slots__ = ("first", "origins", "sessions", "clordids", "kinds", "kind_column", "accounts", "order_ids", "report",
-                 "resend", "adds", "seq", "gateway", "session", "clordid", "kind", "account", "target", "transient")
+                 "resend", "adds", "seq", "read_seq", "gateway", "session", "clordid", "kind", "target", "transient")
 
     def __init__(self, first: int, records: np.ndarray, envelopes: list[Envelope], report: bool,
                  resend: bool = False):
@@ -923,9 +972,10 @@ class _BatchContext:
         self.order_ids = records["order_id"].tolist()  # kept in step with the resolution of OrigClOrdIDs
         self.sessions = [e.session for e in envelopes]
         self.clordids = [e.clordid for e in envelopes]
-        self.seq = 0
+        self.seq = 0  # the command whose events are being read
+        self.read_seq = 0  # the seq of the last event read (of a command the state-only reading may skip)
         self.transient = 0
-        self.gateway = self.session = self.kind = self.account = self.target = 0
+        self.gateway = self.session = self.kind = self.target = 0
         self.clordid = ""
 
     def begin(self, seq: int) -> None:
@@ -937,7 +987,6 @@ class _BatchContext:
         self.session = self.sessions[i]
         self.clordid = self.clordids[i]
         self.kind = self.kinds[i]
-        self.account = self.accounts[i]
         # The order this command is about: a NEW's own id, a replace's target (resolved by now).
         if self.kind == _NEW:
             self.target = seq

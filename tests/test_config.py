@@ -47,6 +47,7 @@ snapshot_every_commands = 5000
 snapshot_every_s = 10
 snapshots_kept = 2
 snapshot_map_bytes = 1048576
+catch_up_reports = 100
 
 [sequencer]
 intake = "ipc:///tmp/other-intake"

@@ -27,7 +27,7 @@ import zmq
 
 from common.config import default_document
 from common.intake import Envelope
-from common.records import COMMAND_DTYPE, CommandKind, EventKind, OrderType, Side, TimeInForce
+from common.records import COMMAND_DTYPE, EVENT_DTYPE, CommandKind, EventKind, OrderType, Side, TimeInForce
 from common.reports import ReportMessage, account_topic, decode_report, gateway_topic, market_topic
 from common.stream import (
     Duplicate,
@@ -440,6 +440,26 @@ def test_engine_snapshots_as_it_runs_and_a_killed_engine_starts_from_the_newest_
     assert r.query(q="order", account=BOB, order_id=after)["order"]["status"] == "filled"
     balances_after = r.query(q="balances", account=ALICE)["balances"]
     assert balances_after[BTC]["available"] > balances_before[BTC]["available"]
+    assert r.stop() == 0
+
+
+def test_at_start_reports_are_built_again_only_for_the_journals_last_catch_up_reports_commands(rig):
+    journal = funded_journal()
+    for price in (120, 121, 122):
+        journal.limit(ALICE, Side.BUY, price, 1, gateway=GW1, session=ALICE_SESSION, clordid=f"a{price}")
+    r = rig(journal)
+    r.document["engine"].update(catch_up_reports=2)
+    r.config_path.write_text(to_toml(r.document))
+    r.start()
+    r.wait_until_ready()
+
+    resent = r.query(q="resend", gateway=GW1, **{"from": 1})
+    events = [np.frombuffer(events, dtype=EVENT_DTYPE) for _, events, _ in resent["messages"]]
+    assert sorted(int(seq) for chunk in events for seq in chunk["seq"]) == [journal.head - 1, journal.head]
+    assert all(item["resend"] for _, _, items in resent["messages"] for item in items)
+    # The commands before them rebuilt the state all the same.
+    assert r.query(q="order", account=ALICE, clordid="a120")["order"]["status"] == "new"
+    assert r.query(q="balances", account=BOB)["balances"][BTC]["available"] == 10**8
     assert r.stop() == 0
 
 

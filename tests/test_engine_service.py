@@ -750,3 +750,42 @@ def test_warm_up_changes_nothing(desk):
 def test_an_empty_batch_changes_nothing(desk):
     empty = SequencedBatch(10, np.zeros(0, dtype=COMMAND_DTYPE), [])
     assert desk.service.apply(empty) == [] and desk.service.last_seq == 9
+
+
+def test_catch_up_parts_build_reports_only_for_the_journals_last_commands():
+    records = np.zeros(10, dtype=COMMAND_DTYPE)
+    records["seq"] = np.arange(11, 21)
+    envelopes = [Envelope(seq, f"c{seq}") for seq in range(11, 21)]
+    batch = SequencedBatch(11, records, envelopes, head=100)
+
+    def shape(parts):
+        return [(int(part.records["seq"][0]), int(part.records["seq"][-1]), [e.clordid for e in part.envelopes][0],
+                 report) for part, report in parts]
+
+    assert shape(service_module.catch_up_parts(batch, 100, 80)) == [(11, 20, "c11", False)]  # all before 21
+    assert shape(service_module.catch_up_parts(batch, 100, 90)) == [(11, 20, "c11", True)]  # from seq 11 on
+    assert shape(service_module.catch_up_parts(batch, 100, 85)) == [(11, 15, "c11", False), (16, 20, "c16", True)]
+    parts = service_module.catch_up_parts(batch, 100, 85)
+    assert [part.first for part, _ in parts] == [11, 16] and [part.last for part, _ in parts] == [15, 20]
+    empty = SequencedBatch(21, records[:0], [], head=100)
+    assert service_module.catch_up_parts(empty, 100, 0) == []
+
+
+def test_a_replay_that_builds_no_reports_for_its_first_part_reaches_the_same_state(desk):
+    for i in range(12):
+        desk.add("buy", ALICE, BTC_USDT, 150 + i % 3, 2, clordid=f"A{i}")
+        desk.add("sell", BOB, BTC_USDT, 151, 1, clordid=f"B{i}")
+    desk.add("cancel", ALICE, desk.tape.last_seq - 1, clordid="A-cancel")
+    desk.send()
+    everything = SequencedBatch(1, np.concatenate(desk.tape.records), desk.envelopes, head=desk.tape.last_seq)
+
+    replayed = EngineService(desk.config)
+    messages = []
+    for part, report in service_module.catch_up_parts(everything, everything.last, 5):
+        messages.extend(replayed.apply(part, resend=True, report=report))
+    assert replayed.engine.state_hash() == desk.service.engine.state_hash()
+    for query in ({"q": "order", "account": ALICE, "clordid": "A0"}, {"q": "history", "account": BOB},
+                  {"q": "balances", "account": ALICE}):
+        assert replayed.query(query) == desk.service.query(query)
+    reported = sorted({int(seq) for message in messages for seq in message.events["seq"]})
+    assert reported and reported[0] > everything.last - 5

@@ -49,12 +49,13 @@ def workload(seed: int, count: int) -> tuple[np.ndarray, list[Envelope]]:
     return records, envelopes
 
 
-def feed(service: EngineService, records: np.ndarray, envelopes: list[Envelope], stop: int, step: int = 37) -> None:
+def feed(service: EngineService, records: np.ndarray, envelopes: list[Envelope], stop: int, step: int = 37,
+         report: bool = True) -> None:
     """Apply commands up to seq ``stop`` in batches of ``step``."""
     while service.last_seq < stop:
         first = service.last_seq + 1
         last = min(stop, first + step - 1)
-        service.apply(SequencedBatch(first, records[first - 1 : last], envelopes[first - 1 : last]))
+        service.apply(SequencedBatch(first, records[first - 1 : last], envelopes[first - 1 : last]), report=report)
 
 
 @pytest.fixture
@@ -76,6 +77,19 @@ def test_a_restored_snapshot_plus_the_rest_of_the_journal_is_the_state_that_neve
     assert restored.engine.state_hash() == live.engine.state_hash()
     restored.engine.validate()
     assert restored.export_state() == live.export_state()  # order tracking, ClOrdIDs and outcomes too
+
+
+@pytest.mark.parametrize("step", [7, 37, 5000])
+@pytest.mark.parametrize("seed", [2, 3])
+def test_applying_without_building_reports_reaches_the_same_whole_state(seed, step):
+    config = make_config(max_open_orders=512, max_accounts=16, event_buffer=64)  # chunks end mid-batch
+    records, envelopes = workload(seed, 3000)
+    reported, state_only = EngineService(config), EngineService(config)
+    for stop in range(step, len(records) + step, step):  # compared after every batch
+        feed(reported, records, envelopes, min(stop, len(records)), step=step)
+        feed(state_only, records, envelopes, min(stop, len(records)), step=step, report=False)
+        assert state_only.export_state() == reported.export_state(), f"after seq {stop}"
+    assert state_only.engine.state_hash() == reported.engine.state_hash()
 
 
 def test_from_the_journal_alone_and_from_every_kept_snapshot_the_state_is_the_same(config, tmp_path):
