@@ -67,7 +67,8 @@ class GatewayProcess:
         self.core = GatewayCore(config, instance, self.credentials, clock=time.time_ns)
         self.stopping = False
         self.heap = HeapKeeper()
-        self.counters = {"client": 0, "submitted": 0, "reports": 0, "sent": 0, "sends": 0, "unreachable": 0,
+        self.counters = {"turns": 0, "client": 0, "submitted": 0, "submissions": 0, "reports": 0, "sent": 0, "sends": 0,
+                         "unreachable": 0,
                          "submit_failed": 0}
         self._submits: list[Submit] = []  # taken this turn, not sent yet (_flush_submits)
         self.slow_turns = PauseLog(log, "a loop turn")
@@ -120,6 +121,7 @@ class GatewayProcess:
                 timeout_ms = max(0.0, min(next_tick, next_stats) - time.monotonic()) * 1000
                 ready = dict(self.poller.poll(timeout_ms))
                 turn_started = time.monotonic()
+                self.counters["turns"] += 1
                 if self.signals.fd in ready:
                     self.signals.drain()
                 if self.fix in ready:
@@ -232,6 +234,7 @@ class GatewayProcess:
             send_frames(self.intake, encode_submissions([submit.record for submit in submits],
                                                         [submit.envelope for submit in submits]), NOBLOCK)
             self.counters["submitted"] += len(submits)
+            self.counters["submissions"] += 1
             return []
         except zmq.Again:
             self.counters["submit_failed"] += len(submits)
