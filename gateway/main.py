@@ -67,9 +67,11 @@ class GatewayProcess:
         self.core = GatewayCore(config, instance, self.credentials, clock=time.time_ns)
         self.stopping = False
         self.heap = HeapKeeper()
-        self.counters = {"turns": 0, "client": 0, "submitted": 0, "submissions": 0, "reports": 0, "sent": 0, "sends": 0,
-                         "unreachable": 0,
-                         "submit_failed": 0}
+        # Logged every STATS_INTERVAL_S: loop turns; client messages taken; commands submitted and the
+        # submissions (messages to the sequencer) carrying them; report messages from the engine; reports
+        # sent to clients and the sends (multipart messages) carrying them; failures of either.
+        self.counters = {"turns": 0, "client": 0, "submitted": 0, "submissions": 0, "reports": 0, "sent": 0,
+                         "sends": 0, "unreachable": 0, "submit_failed": 0}
         self._submits: list[Submit] = []  # taken this turn, not sent yet (_flush_submits)
         self.slow_turns = PauseLog(log, "a loop turn")
 
