@@ -92,7 +92,7 @@ def replay_in_process(config: ExchangeConfig, journal_path: Path, snapshot_at: i
     heap = HeapKeeper()  # the collector paced as the engine paces it while it replays
     heap.recovering()
     replay_s = snapshot_s = 0.0
-    quiet = {False: [0, 0.0], True: [0, 0.0]}  # report -> [commands, seconds] (the journal read aside)
+    applied = {False: [0, 0.0], True: [0, 0.0]}  # reports built? -> [commands, seconds] (the read aside)
     with Journal(journal_path, map_bytes=map_bytes, durability=Durability.PROCESS, readonly=True) as journal:
         head = journal.last_seq()
         first = 1
@@ -105,8 +105,8 @@ def replay_in_process(config: ExchangeConfig, journal_path: Path, snapshot_at: i
                 part_started = time.perf_counter()
                 for message in service.apply(part, resend=True, report=report):
                     encode_report(message)
-                quiet[report][0] += len(part.records)
-                quiet[report][1] += time.perf_counter() - part_started
+                applied[report][0] += len(part.records)
+                applied[report][1] += time.perf_counter() - part_started
             heap.recovered()
             replay_s += time.perf_counter() - started
             first = batch.last + 1
@@ -117,7 +117,7 @@ def replay_in_process(config: ExchangeConfig, journal_path: Path, snapshot_at: i
                 snapshot_s = time.perf_counter() - started
                 log(f"snapshot of seq {snapshot_at} written in {snapshot_s:.2f} s")
     def rate(report: bool) -> float:
-        commands, seconds = quiet[report]
+        commands, seconds = applied[report]
         return commands / seconds if seconds else 0.0
 
     return {"replay_s": replay_s, "replay_commands_per_s": head / replay_s, "snapshot_write_s": snapshot_s,

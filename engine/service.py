@@ -924,8 +924,10 @@ def catch_up_parts(batch: SequencedBatch, head: int, reported_commands: int) -> 
     journal's last seq (``engine.catch_up_reports``); the commands before them only rebuild the state,
     as those before a snapshot do."""
     quiet_through = head - reported_commands  # the last seq whose reports are not published again
-    if batch.last <= quiet_through or len(batch.records) == 0:
-        return [(batch, False)] if len(batch.records) else []
+    if len(batch.records) == 0:
+        return []
+    if batch.last <= quiet_through:
+        return [(batch, False)]
     if batch.first > quiet_through:
         return [(batch, True)]
     split = quiet_through - batch.first + 1

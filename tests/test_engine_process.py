@@ -454,8 +454,8 @@ def test_at_start_reports_are_built_again_only_for_the_journals_last_catch_up_re
     r.wait_until_ready()
 
     resent = r.query(q="resend", gateway=GW1, **{"from": 1})
-    events = [np.frombuffer(events, dtype=EVENT_DTYPE) for _, events, _ in resent["messages"]]
-    assert sorted(int(seq) for chunk in events for seq in chunk["seq"]) == [journal.head - 1, journal.head]
+    chunks = [np.frombuffer(raw, dtype=EVENT_DTYPE) for _, raw, _ in resent["messages"]]
+    assert sorted(int(seq) for chunk in chunks for seq in chunk["seq"]) == [journal.head - 1, journal.head]
     assert all(item["resend"] for _, _, items in resent["messages"] for item in items)
     # The commands before them rebuilt the state all the same.
     assert r.query(q="order", account=ALICE, clordid="a120")["order"]["status"] == "new"
