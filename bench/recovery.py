@@ -116,6 +116,7 @@ def replay_in_process(config: ExchangeConfig, journal_path: Path, snapshot_at: i
                     store.write(snapshot_at, encode(service, time.time_ns()), keep=config.engine.snapshots_kept)
                 snapshot_s = time.perf_counter() - started
                 log(f"snapshot of seq {snapshot_at} written in {snapshot_s:.2f} s")
+
     def rate(report: bool) -> float:
         commands, seconds = applied[report]
         return commands / seconds if seconds else 0.0

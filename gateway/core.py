@@ -784,16 +784,13 @@ class GatewayCore:
         self._end(session)
         if session.admin:
             return []
-        owed = [message for message in messages if message.get(F.MSG_TYPE) in _ROUTABLE]
+        owed = [{k: v for k, v in message.items() if k not in (F.MSG_SEQ_NUM, F.SENDING_TIME)}
+                for message in messages if message.get(F.MSG_TYPE) in _ROUTABLE]
         if not owed:
             return []
         now = self.clock()
-        actions: list[Action] = []
-        for other in tuple(self._by_account.get(session.account, {}).values()):
-            for message in owed:
-                body = {k: v for k, v in message.items() if k not in (F.MSG_SEQ_NUM, F.SENDING_TIME)}
-                actions.append(self._send(other, body, now))
-        return actions
+        return [self._send(other, body, now)
+                for other in tuple(self._by_account.get(session.account, {}).values()) for body in owed]
 
     def shutdown(self) -> list[Action]:
         """The gateway is stopping: a Logout to every session, and no session left."""

@@ -204,11 +204,7 @@ class GatewayProcess:
                 action = queue[index]
                 index += 1
                 if type(action) is ToClient:
-                    messages = outgoing.get(action.identity)
-                    if messages is None:
-                        outgoing[action.identity] = [action.message]
-                    else:
-                        messages.append(action.message)
+                    outgoing.setdefault(action.identity, []).append(action.message)
                 elif type(action) is Submit:
                     self._submits.append(action)
                     if len(self._submits) >= SUBMITS_PER_MESSAGE:
