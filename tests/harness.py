@@ -125,7 +125,7 @@ class Exchange:
         if self.process is not None and self.process.poll() is None:
             return self  # started already (``with Exchange() as exchange`` starts it)
         # A driver stopped by SIGTERM (a `timeout`, say) unwinds like on an exception, so that the exchange
-        # it started (in a session of its own, which outlives the driver) is stopped too.
+        # it started (in a process group of its own, which outlives the driver) is stopped too.
         if (threading.current_thread() is threading.main_thread()
                 and signal.getsignal(signal.SIGTERM) is signal.SIG_DFL):
             signal.signal(signal.SIGTERM, _exit_on_sigterm)
@@ -133,7 +133,11 @@ class Exchange:
         self.process = subprocess.Popen(
             [sys.executable, "-m", "common.launch", "--config", str(self.config_path)],
             cwd=ROOT, env=environment, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
-            start_new_session=True,
+            # A process group of its own (a terminal's Ctrl-C reaches only the driver, which stops it), but
+            # the driver's session: with the kernel's autogroup scheduling (sched_autogroup_enabled) a new
+            # session would be one scheduling group sharing a single group's CPU share among all the
+            # exchange's processes against the driver's and its load generators' (docs/benchmarks.md).
+            process_group=0,
         )
         deadline = time.monotonic() + START_TIMEOUT_S
         poll(lambda: self.admin_credentials() is not None or self._died(), timeout=START_TIMEOUT_S,
