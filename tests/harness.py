@@ -134,9 +134,9 @@ class Exchange:
             [sys.executable, "-m", "common.launch", "--config", str(self.config_path)],
             cwd=ROOT, env=environment, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
             # A process group of its own (a terminal's Ctrl-C reaches only the driver, which stops it), but
-            # the driver's session: with the kernel's autogroup scheduling (sched_autogroup_enabled) a new
-            # session would be one scheduling group sharing a single group's CPU share among all the
-            # exchange's processes against the driver's and its load generators' (docs/benchmarks.md).
+            # the driver's session: under the kernel's autogroup scheduling (sched_autogroup_enabled) a
+            # session is one scheduling group, and all the exchange's processes would split one group's
+            # share against the driver's session and its load generators (docs/benchmarks.md).
             process_group=0,
         )
         deadline = time.monotonic() + START_TIMEOUT_S
