@@ -92,4 +92,5 @@ def decode_submissions(frames: list[bytes]) -> tuple[np.ndarray, list[Envelope]]
         envelopes = unpack_envelopes(frames[1], count)
     except Exception as exc:
         raise IntakeError(f"bad envelopes: {exc}") from None
-    return np.frombuffer(frames[0], dtype=COMMAND_DTYPE).copy(), envelopes
+    # Writable (the sequencer numbers them), copied as bytes: ndarray.copy is slow on structured dtypes.
+    return np.frombuffer(bytearray(frames[0]), dtype=COMMAND_DTYPE), envelopes

@@ -426,7 +426,7 @@ class Journal:
         except Exception as exc:
             raise JournalError(f"journal corrupt: the envelopes of a batch from seq {first} on do not decode: "
                                f"{exc}") from None
-        records = np.frombuffer(b"".join(raw), dtype=COMMAND_DTYPE).copy()
+        records = np.frombuffer(bytearray().join(raw), dtype=COMMAND_DTYPE)  # writable, copied once
         return SequencedBatch(first, records, envelopes, head=head)
 
     def iterate(self, first: int | None = None, chunk: int = DEFAULT_CHUNK) -> Iterator[SequencedBatch]:

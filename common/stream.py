@@ -126,7 +126,7 @@ def decode(frames: list[bytes]) -> SequencedBatch | Heartbeat | Duplicate | Refu
             envelopes = unpack_envelopes(frames[3], len(records))
             return Refused(header["last"], header["ts"], str(header["reason"]), records, envelopes)
         if kind == DUPLICATE:
-            record = np.frombuffer(frames[2], dtype=COMMAND_DTYPE).copy()
+            record = np.frombuffer(bytearray(frames[2]), dtype=COMMAND_DTYPE)  # writable, copied as bytes
             envelope = Envelope.unpack(msgpack.unpackb(frames[3], raw=False))
             return Duplicate(header["last"], header["original"], record, envelope)
     except StreamError:

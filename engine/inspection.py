@@ -82,15 +82,21 @@ def depth(arrays: EngineArrays, symbol: int, levels: int) -> tuple[list, list]:
 
 def level_quantities(arrays: EngineArrays, symbol: int, prices: np.ndarray, sides: np.ndarray) -> np.ndarray:
     """Lots resting at each (price, side) of ``symbol``'s book now: 0 where the level is empty or holds
-    the other side's orders (a level holds one side at a time: the book is never crossed)."""
-    row = arrays.symbols[symbol]
-    offsets = row["level_offset"] + prices - row["min_price"]
-    levels = arrays.levels[offsets]
-    qty = levels["qty"].copy()
-    occupied = levels["count"] > 0
-    head_sides = arrays.orders["side"][np.where(occupied, levels["head"], 0)]
-    qty[~occupied | (head_sides != sides)] = 0
-    return qty
+    the other side's orders (a level holds one side at a time: the book is never crossed).
+
+    Asked after every batch that changed a book: one kernel call instead of a handful of numpy
+    operations on record arrays (12 us for one level)."""
+    out = np.empty(len(prices), dtype=np.int64)
+    _level_quantities(arrays.symbols, arrays.levels, arrays.orders, symbol, prices, sides, out)
+    return out
+
+
+@kernel
+def _level_quantities(sym, levels, orders, symbol, prices, sides, out):
+    base = sym[symbol].level_offset - sym[symbol].min_price
+    for i in range(prices.shape[0]):
+        level = levels[base + prices[i]]
+        out[i] = level.qty if level.count > 0 and orders[level.head].side == sides[i] else 0
 
 
 @kernel

@@ -30,6 +30,7 @@ KERNEL_SOURCES = (
     "engine/ladder.py",
     "engine/kernels.py",
     "engine/inspection.py",
+    "engine/outcomes.py",
     "engine/unchecked.py",
     "common/records.py",
 )

@@ -15,7 +15,11 @@ from __future__ import annotations
 
 import numpy as np
 
-from common.records import EVENT_DTYPE
+from common.records import EVENT_DTYPE, CommandKind, EventKind
+from engine.jit import kernel
+
+_NEW = int(CommandKind.NEW)
+_ACCEPTED = int(EventKind.ACCEPTED)
 
 
 class OutcomeHistory:
@@ -25,6 +29,7 @@ class OutcomeHistory:
         self.size = size
         self._events = np.zeros(size, dtype=EVENT_DTYPE)  # seq 0: an empty slot (seqs start at 1)
         self._kinds = np.zeros(size, dtype=np.uint8)  # the CommandKind of the command in each slot
+        self._unplaced = np.empty(64, dtype=np.int64)  # record_commands' answer, reused
 
     def record(self, first_events: np.ndarray, command_kinds: np.ndarray) -> None:
         """Keep ``first_events`` (EVENT_DTYPE, one per command, seqs increasing), each with the kind of its
@@ -34,6 +39,19 @@ class OutcomeHistory:
         slots = first_events["seq"] % self.size
         self._events[slots] = first_events
         self._kinds[slots] = command_kinds
+
+    def record_commands(self, events: np.ndarray, read_seq: int, first: int, command_kinds: np.ndarray) -> list[int]:
+        """Keep the first event of each command that begins in ``events`` (a batch's events in order; a
+        command whose seq is ``read_seq`` began before them), its kind read from ``command_kinds`` at
+        ``seq - first``. Return the positions in ``events`` of NEWs answered without an ACCEPTED.
+
+        One kernel call: done with numpy, the dozen small array operations cost 18 us for a batch of
+        one command (most live batches), ten times the kernel's."""
+        if len(self._unplaced) < len(events):
+            self._unplaced = np.empty(max(len(events), 2 * len(self._unplaced)), dtype=np.int64)
+        found = _record_first_events(events, read_seq, first, command_kinds, self._events, self._kinds,
+                                     self._unplaced)
+        return self._unplaced[:found].tolist()
 
     def get(self, seq: int) -> tuple[int, np.ndarray] | None:
         """(command kind, its first event as a 1-element EVENT_DTYPE array), or None if not kept."""
@@ -57,3 +75,23 @@ class OutcomeHistory:
         self._events[:] = 0
         self._kinds[:] = 0
         self.record(events, kinds)
+
+
+@kernel
+def _record_first_events(events, read_seq, first, command_kinds, ring, ring_kinds, unplaced):
+    """OutcomeHistory.record_commands: returns how many positions it wrote to ``unplaced``."""
+    size = ring.shape[0]
+    previous = read_seq
+    found = 0
+    for i in range(events.shape[0]):
+        seq = events[i].seq
+        if seq != previous:
+            slot = seq % size
+            ring[slot] = events[i]
+            kind = command_kinds[seq - first]
+            ring_kinds[slot] = kind
+            if kind == _NEW and events[i].kind != _ACCEPTED:
+                unplaced[found] = i
+                found += 1
+        previous = seq
+    return found

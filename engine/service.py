@@ -61,6 +61,7 @@ from common.records import (
     OrderType,
     RejectReason,
     TimeInForce,
+    owned_copy,
 )
 from common.reports import ReportMessage, account_topic, gateway_topic, market_topic
 from common.stream import Duplicate, Refused, SequencedBatch
@@ -168,14 +169,15 @@ def _order_from_row(row: list) -> _Order:
 
 
 class _Output:
-    """The report messages of one ``apply`` being gathered: the batch's events (copies of the engine's
-    chunks), and per gateway the positions of its events in them with one item each."""
+    """The report messages of one ``apply`` being gathered: the batch's events (the bytes of the engine's
+    chunks: copying a record array through its bytes costs a tenth of ``ndarray.copy``), and per gateway
+    the positions of its events in them with one item each."""
 
     __slots__ = ("chunks", "count", "gateway_positions", "gateway_items", "market_positions", "account_positions",
                  "touched", "market_seq", "account_seq", "own_clordid", "maker_clordid")
 
     def __init__(self) -> None:
-        self.chunks: list[np.ndarray] = []
+        self.chunks: list[bytes] = []
         self.count = 0  # events in ``chunks``
         self.gateway_positions: dict[int, list[int]] = {}
         self.gateway_items: dict[int, list[dict]] = {}
@@ -187,15 +189,10 @@ class _Output:
         self.own_clordid: dict[int, str] = {}  # position -> ClOrdID of the event's order (a trade's taker)
         self.maker_clordid: dict[int, str] = {}  # position -> ClOrdID of a trade's maker order
 
-    def events(self) -> np.ndarray:
-        if len(self.chunks) == 1:
-            return self.chunks[0]
-        out = np.empty(self.count, dtype=EVENT_DTYPE)  # np.concatenate is slow on record arrays
-        at = 0
-        for chunk in self.chunks:
-            out[at : at + len(chunk)] = chunk
-            at += len(chunk)
-        return out
+    def events(self) -> tuple[np.ndarray, bytes]:
+        """The batch's events, and their bytes."""
+        raw = self.chunks[0] if len(self.chunks) == 1 else b"".join(self.chunks)
+        return np.frombuffer(raw, dtype=EVENT_DTYPE), raw
 
 
 class EngineService:
@@ -255,7 +252,7 @@ class EngineService:
         if len(batch.envelopes) != count:
             raise StreamInconsistency(f"batch of {count} records carries {len(batch.envelopes)} envelopes")
         # A writable copy: order ids get resolved in it, and the kernels take writable arrays only.
-        records = np.array(batch.records, dtype=COMMAND_DTYPE, copy=True)
+        records = owned_copy(batch.records)
         seqs = records["seq"]
         if int(seqs[0]) != batch.first or int(seqs[-1]) != batch.last or (
             count > 1 and not bool(np.all(np.diff(seqs) == 1))
@@ -436,16 +433,16 @@ class EngineService:
 
         ctx.read_seq = seqs[-1]
         if ctx.report:
-            output.chunks.append(chunk.copy())
+            output.chunks.append(chunk.tobytes())
             output.count += len(chunk)
 
     def _messages(self, output: _Output) -> list[ReportMessage]:
         if not output.chunks:
             return []
-        events = output.events()
+        events, raw = output.events()
         # A topic's events are picked from the batch's bytes: fancy indexing a record array costs more
         # than joining slices for the few events a topic gets from a batch.
-        raw, size, count = events.tobytes(), EVENT_DTYPE.itemsize, len(events)
+        size, count = EVENT_DTYPE.itemsize, len(events)
 
         def pick(positions: list[int]) -> np.ndarray:
             if len(positions) == count:  # every event, in order
@@ -619,20 +616,13 @@ class EngineService:
     def _remember_outcomes(self, chunk: np.ndarray, ctx: "_BatchContext") -> None:
         """Keep the first event of each command that begins in ``chunk`` (a command's events may run on
         from the chunk before: ``ctx.read_seq`` is the last seq read so far)."""
-        seqs = chunk["seq"]
-        begins = np.empty(len(chunk), dtype=bool)
-        begins[0] = int(seqs[0]) != ctx.read_seq
-        np.not_equal(seqs[1:], seqs[:-1], out=begins[1:])
-        firsts = chunk[begins]
-        command_kinds = ctx.kind_column[firsts["seq"] - ctx.first]
-        self._outcomes.record(firsts, command_kinds)
+        unplaced = self._outcomes.record_commands(chunk, ctx.read_seq, ctx.first, ctx.kind_column)
         # NEWs answered without an ACCEPTED: seldom, so a Python step each is cheap.
-        unplaced = np.flatnonzero((command_kinds == _NEW) & (firsts["kind"] != _ACCEPTED))
-        for position in unplaced.tolist():
-            seq = int(firsts["seq"][position])
+        for position in unplaced:
+            seq = int(chunk["seq"][position])
             clordid = ctx.clordids[seq - ctx.first]
             if clordid:
-                key = (int(firsts["account"][position]), clordid)
+                key = (int(chunk["account"][position]), clordid)
                 self._unplaced.pop(key, None)
                 self._unplaced[key] = seq
         while len(self._unplaced) > OUTCOME_HISTORY:

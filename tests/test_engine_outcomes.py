@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from common.records import EVENT_DTYPE, CommandKind, EventKind
+from common.records import COMMAND_DTYPE, EVENT_DTYPE, CommandKind, EventKind
 from engine.outcomes import OutcomeHistory
 
 
@@ -57,3 +57,30 @@ def test_export_and_restore_give_the_same_history():
 def test_a_history_holds_at_least_one_command():
     with pytest.raises(ValueError):
         OutcomeHistory(0)
+
+
+def test_record_commands_keeps_each_commands_first_event_and_names_the_unplaced_news():
+    # A batch of commands 7..10: 7 began in the chunk before (its events run on), 8 is a NEW accepted
+    # (then traded), 9 a NEW rejected, 10 a cancel rejected.
+    events = np.zeros(6, dtype=EVENT_DTYPE)
+    events["seq"] = [7, 8, 8, 9, 10, 10]
+    events["kind"] = [EventKind.TRADE, EventKind.ACCEPTED, EventKind.TRADE, EventKind.REJECTED,
+                      EventKind.REJECTED, EventKind.BALANCE]
+    events["account"] = [1, 2, 2, 3, 4, 4]
+    command_kinds = np.array([CommandKind.NEW, CommandKind.NEW, CommandKind.NEW, CommandKind.CANCEL],
+                             dtype=np.uint8)
+    history = OutcomeHistory(16)
+    unplaced = history.record_commands(events, 7, 7, command_kinds)
+    assert unplaced == [3]  # the rejected NEW (seq 9): a NEW whose first event is not its acceptance
+    assert history.get(7) is None  # began before: its first event is not in this chunk
+    assert [int(history.get(seq)[1]["kind"][0]) for seq in (8, 9, 10)] == [
+        EventKind.ACCEPTED, EventKind.REJECTED, EventKind.REJECTED]
+    assert [history.get(seq)[0] for seq in (8, 9, 10)] == [CommandKind.NEW, CommandKind.NEW, CommandKind.CANCEL]
+    # Columns as the service passes them: a strided view of the batch's command records.
+    records = np.zeros(2, dtype=COMMAND_DTYPE)
+    records["kind"] = [CommandKind.NEW, CommandKind.NEW]
+    second = np.zeros(2, dtype=EVENT_DTYPE)
+    second["seq"] = [11, 12]
+    second["kind"] = [EventKind.ACCEPTED, EventKind.REJECTED]
+    assert history.record_commands(second, 10, 11, records["kind"]) == [1]
+    assert history.get(12)[0] == CommandKind.NEW

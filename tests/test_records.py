@@ -23,6 +23,7 @@ from common.records import (
     empty_commands,
     empty_events,
     event_to_dict,
+    owned_copy,
 )
 
 DTYPES = pytest.mark.parametrize("dtype", [COMMAND_DTYPE, EVENT_DTYPE], ids=["command", "event"])
@@ -262,3 +263,13 @@ class TestByteRoundTrip:
     def test_a_buffer_that_is_not_a_whole_number_of_records_is_refused(self, dtype):
         with pytest.raises(ValueError):
             np.frombuffer(bytes(dtype.itemsize + 1), dtype=dtype)
+
+
+def test_owned_copy_is_an_equal_writable_independent_array():
+    source = np.frombuffer(np.arange(3 * COMMAND_DTYPE.itemsize, dtype=np.uint8).tobytes(), dtype=COMMAND_DTYPE)
+    assert not source.flags.writeable
+    copy = owned_copy(source[1:])
+    assert copy.dtype == COMMAND_DTYPE and copy.tobytes() == source[1:].tobytes()
+    assert copy.flags.writeable and copy.flags.aligned and copy.flags.c_contiguous
+    copy["seq"] = 0
+    assert source[1:]["seq"].tolist() != [0, 0]
