@@ -11,12 +11,15 @@ per record, what the engine needs to report back and the sequencer needs to de-d
 
 Envelopes of several records travel, here, on the sequenced stream and in the journal, as one msgpack
 array of three columns (``pack_envelopes``): ``[sessions, clordids, origs]``, ``origs`` nil when every
-one is "". One envelope alone (a resend notice) is a map ``{"session", "clordid", "orig"}``.
+one is "". One envelope alone (a resend notice) is a map ``{"session", "clordid", "orig"}``. Decoded,
+they stay columns (``Envelopes``): the engine reads them as columns, and a replay decodes millions.
 """
 
 from __future__ import annotations
 
-from typing import NamedTuple
+from collections.abc import Iterable, Iterator, Sequence
+from itertools import chain
+from typing import NamedTuple, overload
 
 import msgpack
 import numpy as np
@@ -39,6 +42,66 @@ class Envelope(NamedTuple):
         return cls(int(fields["session"]), str(fields["clordid"]), str(fields.get("orig", "")))
 
 
+class Envelopes(Sequence[Envelope]):
+    """Envelopes as three columns: a sequence of ``Envelope`` (equal to a list of the same envelopes) whose
+    columns are read directly. Decoding a journal chunk into a tuple per command cost 0.4 us per command
+    of the 1.6 us its read took, and the engine then split them into columns again."""
+
+    __slots__ = ("sessions", "clordids", "origs")
+
+    def __init__(self, sessions: list[int], clordids: list[str], origs: list[str] | None = None):
+        self.sessions = sessions
+        self.clordids = clordids
+        self.origs = origs if origs is not None else [""] * len(sessions)
+
+    @classmethod
+    def of(cls, envelopes: Iterable[Envelope]) -> "Envelopes":
+        """``envelopes`` as columns (themselves if they are already)."""
+        if isinstance(envelopes, Envelopes):
+            return envelopes
+        columns = list(zip(*envelopes))
+        if not columns:
+            return cls([], [], [])
+        return cls(list(columns[0]), list(columns[1]), list(columns[2]))
+
+    @classmethod
+    def join(cls, parts: Iterable[Sequence[Envelope]]) -> "Envelopes":
+        """The envelopes of ``parts`` one after another."""
+        parts = [cls.of(part) for part in parts]
+        return cls(list(chain.from_iterable(part.sessions for part in parts)),
+                   list(chain.from_iterable(part.clordids for part in parts)),
+                   list(chain.from_iterable(part.origs for part in parts)))
+
+    def __len__(self) -> int:
+        return len(self.sessions)
+
+    @overload
+    def __getitem__(self, index: int) -> Envelope: ...
+
+    @overload
+    def __getitem__(self, index: slice) -> "Envelopes": ...
+
+    def __getitem__(self, index):
+        if isinstance(index, slice):
+            return Envelopes(self.sessions[index], self.clordids[index], self.origs[index])
+        return Envelope(self.sessions[index], self.clordids[index], self.origs[index])
+
+    def __iter__(self) -> Iterator[Envelope]:
+        return map(Envelope._make, zip(self.sessions, self.clordids, self.origs))
+
+    def __eq__(self, other: object) -> bool:
+        if isinstance(other, Envelopes):
+            return (self.sessions, self.clordids, self.origs) == (other.sessions, other.clordids, other.origs)
+        if isinstance(other, (list, tuple)):
+            return list(self) == list(other)
+        return NotImplemented
+
+    __hash__ = None  # type: ignore[assignment]
+
+    def __repr__(self) -> str:
+        return f"Envelopes({list(self)!r})"
+
+
 class IntakeError(ValueError):
     """Frames that are not a submission."""
 
@@ -47,15 +110,18 @@ class IntakeError(ValueError):
 _COLUMNS_PACKER = msgpack.Packer(use_bin_type=True)
 
 
-def pack_envelopes(envelopes: list[Envelope]) -> bytes:
+def pack_envelopes(envelopes: Sequence[Envelope]) -> bytes:
     """Envelopes as one msgpack array of three columns (module docstring)."""
-    sessions = [envelope.session for envelope in envelopes]
-    clordids = [envelope.clordid for envelope in envelopes]
-    origs = [envelope.orig for envelope in envelopes]
+    if isinstance(envelopes, Envelopes):
+        sessions, clordids, origs = envelopes.sessions, envelopes.clordids, envelopes.origs
+    else:
+        sessions = [envelope.session for envelope in envelopes]
+        clordids = [envelope.clordid for envelope in envelopes]
+        origs = [envelope.orig for envelope in envelopes]
     return _COLUMNS_PACKER.pack([sessions, clordids, origs if any(origs) else None])
 
 
-def unpack_envelopes(blob: bytes, count: int) -> list[Envelope]:
+def unpack_envelopes(blob: bytes, count: int) -> Envelopes:
     """The ``count`` envelopes ``pack_envelopes`` packed. Raises ValueError if ``blob`` is not that."""
     columns = msgpack.unpackb(blob, raw=False)
     if not isinstance(columns, list) or len(columns) != 3:
@@ -70,11 +136,10 @@ def unpack_envelopes(blob: bytes, count: int) -> list[Envelope]:
     # Whole columns checked at once: a map per envelope, or a type check per field, costs several times more.
     if set(map(type, sessions)) - {int} or set(map(type, clordids)) - {str} or set(map(type, origs)) - {str}:
         raise ValueError("an envelope's session is an integer, its clordid and orig strings")
-    new = tuple.__new__  # what Envelope(session, clordid, orig) does, without its Python-level __new__
-    return [new(Envelope, fields) for fields in zip(sessions, clordids, origs)]
+    return Envelopes(sessions, clordids, origs)
 
 
-def encode_submissions(records: list[bytes], envelopes: list[Envelope]) -> list[bytes]:
+def encode_submissions(records: list[bytes], envelopes: Sequence[Envelope]) -> list[bytes]:
     """One message of the commands ``records`` (each one COMMAND_DTYPE record's bytes), in order."""
     if not records or len(records) != len(envelopes):
         raise ValueError("a submission carries one or more records, an envelope each")
@@ -83,7 +148,7 @@ def encode_submissions(records: list[bytes], envelopes: list[Envelope]) -> list[
     return [b"".join(records), pack_envelopes(envelopes)]
 
 
-def decode_submissions(frames: list[bytes]) -> tuple[np.ndarray, list[Envelope]]:
+def decode_submissions(frames: list[bytes]) -> tuple[np.ndarray, Envelopes]:
     """(COMMAND_DTYPE array, an envelope per record) from the frames of a submission."""
     if len(frames) != 2 or not frames[0] or len(frames[0]) % COMMAND_DTYPE.itemsize:
         raise IntakeError("a submission is [80-byte records, envelopes]")

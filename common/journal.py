@@ -45,14 +45,14 @@ import logging
 import os
 import struct
 from pathlib import Path
-from typing import Iterator
+from typing import Iterator, Sequence
 
 import lmdb
 import msgpack
 import numpy as np
 
 from common.config import Durability
-from common.intake import Envelope, pack_envelopes, unpack_envelopes
+from common.intake import Envelope, Envelopes, pack_envelopes, unpack_envelopes
 from common.records import COMMAND_DTYPE
 from common.stream import SequencedBatch
 
@@ -90,18 +90,18 @@ def clordid_key(account: int, clordid: str) -> bytes:
     return account.to_bytes(_KEY_BYTES, "big", signed=True) + clordid.encode()
 
 
-def _clordid_entries(first: int, records: np.ndarray, envelopes: list[Envelope]) -> list[tuple[bytes, int]]:
+def _clordid_entries(first: int, records: np.ndarray, envelopes: Sequence[Envelope]) -> list[tuple[bytes, int]]:
     """(index key, seq) of the commands from seq ``first`` that carry a ClOrdID."""
     accounts = records["account"].tolist()
-    return [(clordid_key(account, envelope.clordid), first + offset)
-            for offset, (account, envelope) in enumerate(zip(accounts, envelopes)) if envelope.clordid]
+    return [(clordid_key(account, clordid), first + offset)
+            for offset, (account, clordid) in enumerate(zip(accounts, Envelopes.of(envelopes).clordids)) if clordid]
 
 
 def _key_seq(key: bytes) -> int:
     return int.from_bytes(key, "big")
 
 
-def batch_value(raw_records: bytes, envelopes: list[Envelope], packed_envelopes: bytes | None = None) -> bytes:
+def batch_value(raw_records: bytes, envelopes: Sequence[Envelope], packed_envelopes: bytes | None = None) -> bytes:
     """The LMDB value of a batch: its count, its records' bytes, its envelopes as three columns."""
     packed = packed_envelopes if packed_envelopes is not None else pack_envelopes(envelopes)
     return _COUNT.pack(len(envelopes)) + raw_records + packed
@@ -113,7 +113,7 @@ def _value_count(value: bytes) -> int:
     return _COUNT.unpack_from(value)[0]
 
 
-def _value_envelopes(value: bytes, count: int) -> list[Envelope]:
+def _value_envelopes(value: bytes, count: int) -> Envelopes:
     """The envelopes of a batch value (its records are checked to be there)."""
     end = _COUNT.size + count * RECORD_BYTES
     if count < 1 or len(value) <= end:
@@ -214,7 +214,7 @@ class Journal:
 
     # --- writing -------------------------------------------------------------------------------------
 
-    def append(self, records: np.ndarray, envelopes: list[Envelope], *, archive: bool = False,
+    def append(self, records: np.ndarray, envelopes: Sequence[Envelope], *, archive: bool = False,
                packed_envelopes: bytes | None = None) -> None:
         """Write one batch in one transaction. ``records`` carry their ``seq`` (contiguous with the last
         one journaled) and ``ts``; ``envelopes`` match them one for one (``packed_envelopes``: their
@@ -414,13 +414,17 @@ class Journal:
         """The commands ``first`` .. ``first + count - 1`` out of the batch values that hold them."""
         stop = first + count
         raw: list[bytes] = []
-        envelopes: list[Envelope] = []
+        envelopes = Envelopes([], [], [])
+        columns = (envelopes.sessions, envelopes.clordids, envelopes.origs)
         try:
             for batch_first, value in parts:
                 batch_count = _value_count(value)
                 begin, end = max(first, batch_first) - batch_first, min(stop, batch_first + batch_count) - batch_first
                 raw.append(value[_COUNT.size + begin * RECORD_BYTES : _COUNT.size + end * RECORD_BYTES])
-                envelopes.extend(_value_envelopes(value, batch_count)[begin:end])
+                part = _value_envelopes(value, batch_count)
+                whole = begin == 0 and end == batch_count
+                for column, part_column in zip(columns, (part.sessions, part.clordids, part.origs)):
+                    column.extend(part_column if whole else part_column[begin:end])
         except JournalError:
             raise
         except Exception as exc:

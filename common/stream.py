@@ -21,6 +21,7 @@ journaled commands from ``from`` (at most ``n``; none if ``from`` is past the en
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 
 import msgpack
@@ -44,7 +45,7 @@ class StreamError(ValueError):
 class SequencedBatch:
     first: int
     records: np.ndarray  # COMMAND_DTYPE, seq first..first+len-1
-    envelopes: list[Envelope]
+    envelopes: Sequence[Envelope]  # a list, or columns (common.intake.Envelopes: what decoding gives)
     head: int | None = None  # replay answers: the journal's last sequence number
     packed_envelopes: bytes | None = field(default=None, repr=False, compare=False)  # pack_envelopes(envelopes)
 
@@ -72,7 +73,7 @@ class Refused:
     ts: int
     reason: str
     records: np.ndarray = field(repr=False)  # COMMAND_DTYPE, seq and ts 0
-    envelopes: list[Envelope] = field(default_factory=list)
+    envelopes: Sequence[Envelope] = field(default_factory=list)
 
 
 def encode_refused(refused: Refused) -> list[bytes]:

@@ -41,6 +41,7 @@ import numpy as np
 import zmq
 
 from common.heap import HeapKeeper
+from common.intake import Envelopes
 from common.pauses import PauseLog
 from common.signals import StopSignals
 from common.config import ExchangeConfig, load_config
@@ -538,7 +539,7 @@ def _merged(batches: list[SequencedBatch]) -> SequencedBatch:
     if len(batches) == 1:
         return batches[0]
     records = np.frombuffer(b"".join(b.records.tobytes() for b in batches), dtype=COMMAND_DTYPE)
-    return SequencedBatch(batches[0].first, records, [e for b in batches for e in b.envelopes])
+    return SequencedBatch(batches[0].first, records, Envelopes.join(b.envelopes for b in batches))
 
 
 def main() -> int:

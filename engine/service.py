@@ -50,7 +50,7 @@ from typing import Any, Iterable
 import numpy as np
 
 from common.config import ExchangeConfig
-from common.intake import Envelope
+from common.intake import Envelopes
 from common.records import (
     BOOK_LEVEL_DTYPE,
     COMMAND_DTYPE,
@@ -249,8 +249,9 @@ class EngineService:
             return []
         if batch.first != self._last_seq + 1:
             raise StreamInconsistency(f"batch starts at seq {batch.first}, expected {self._last_seq + 1}")
-        if len(batch.envelopes) != count:
-            raise StreamInconsistency(f"batch of {count} records carries {len(batch.envelopes)} envelopes")
+        envelopes = Envelopes.of(batch.envelopes)
+        if len(envelopes) != count:
+            raise StreamInconsistency(f"batch of {count} records carries {len(envelopes)} envelopes")
         # A writable copy: order ids get resolved in it, and the kernels take writable arrays only.
         records = owned_copy(batch.records)
         seqs = records["seq"]
@@ -259,10 +260,10 @@ class EngineService:
         ):
             raise StreamInconsistency(f"records of batch {batch.first}..{batch.last} are not numbered so")
 
-        context = _BatchContext(batch.first, records, batch.envelopes, report, resend)
+        context = _BatchContext(batch.first, records, envelopes, report, resend)
         output = _Output()
         start = 0
-        for index, is_sweep in self._stops(records, batch.envelopes):
+        for index, is_sweep in self._stops(records, envelopes):
             if is_sweep:
                 if index > start:
                     self._run(records[start:index], context, output)
@@ -270,7 +271,7 @@ class EngineService:
                 self._sweep()
                 continue
             account = int(records[index]["account"])
-            key = (account, batch.envelopes[index].orig)
+            key = (account, envelopes.origs[index])
             if context.added_between(key, start, index):
                 # An order of this batch, not yet applied, may take that ClOrdID: apply up to here first.
                 self._run(records[start:index], context, output)
@@ -286,10 +287,10 @@ class EngineService:
         return messages
 
     @staticmethod
-    def _stops(records: np.ndarray, envelopes: list[Envelope]) -> list[tuple[int, bool]]:
+    def _stops(records: np.ndarray, envelopes: Envelopes) -> list[tuple[int, bool]]:
         """Positions where applying must pause: (position, True) before a sweep of the ClOrdID map,
         (position, False) at a cancel or replace that names its target by OrigClOrdID only."""
-        stops = [(i, False) for i, envelope in enumerate(envelopes) if envelope.orig]
+        stops = [(i, False) for i, orig in enumerate(envelopes.origs) if orig]
         if stops:  # only cancels and replaces carry an OrigClOrdID; those that also name an order id don't stop
             kinds, order_ids = records["kind"], records["order_id"]
             stops = [(i, False) for i, _ in stops if kinds[i] in (_CANCEL, _CANCEL_REPLACE) and order_ids[i] == 0]
@@ -951,7 +952,7 @@ class _BatchContext:
     __slots__ = ("first", "origins", "sessions", "clordids", "kinds", "kind_column", "accounts", "order_ids", "report",
                  "resend", "adds", "seq", "read_seq", "gateway", "session", "clordid", "kind", "target", "transient")
 
-    def __init__(self, first: int, records: np.ndarray, envelopes: list[Envelope], report: bool,
+    def __init__(self, first: int, records: np.ndarray, envelopes: Envelopes, report: bool,
                  resend: bool = False):
         self.first = first
         self.report = report
@@ -962,8 +963,8 @@ class _BatchContext:
         self.kind_column = records["kind"]  # indexed by (seq - first), as ``kinds`` (kinds never change)
         self.accounts = records["account"].tolist()
         self.order_ids = records["order_id"].tolist()  # kept in step with the resolution of OrigClOrdIDs
-        self.sessions = [e.session for e in envelopes]
-        self.clordids = [e.clordid for e in envelopes]
+        self.sessions = envelopes.sessions
+        self.clordids = envelopes.clordids
         self.seq = 0  # the command whose events are being read
         self.read_seq = 0  # the seq of the last event read (of a command the state-only reading may skip)
         self.transient = 0

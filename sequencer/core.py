@@ -21,8 +21,8 @@ still gets the original outcome.
 from __future__ import annotations
 
 from collections import deque
+from collections.abc import Callable, Sequence
 from itertools import islice
-from typing import Callable
 
 import numpy as np
 
@@ -78,7 +78,7 @@ class Sequencer:
             raise ValueError("submit takes exactly one COMMAND_DTYPE record")
         self.submit_many(record.reshape(1), [envelope])
 
-    def submit_many(self, records: np.ndarray, envelopes: list[Envelope]) -> None:
+    def submit_many(self, records: np.ndarray, envelopes: Sequence[Envelope]) -> None:
         """Queue commands in order: COMMAND_DTYPE ``records`` (seq and ts ignored), an envelope each."""
         if records.dtype != COMMAND_DTYPE or records.ndim != 1 or len(records) != len(envelopes):
             raise ValueError("submit_many takes a COMMAND_DTYPE array and an envelope per record")

@@ -1,4 +1,4 @@
-"""The engine benchmark still runs end to end (small workloads; the figures are not looked at)."""
+"""The engine benchmarks still run end to end (small workloads; the figures are not looked at)."""
 
 from __future__ import annotations
 
@@ -23,3 +23,15 @@ def test_engine_benchmark_prints_every_figure_it_promises():
     workload = result["workload"]
     assert abs(workload["move_share"] - 0.82) < 0.02 and abs(workload["gtc_share"] - 0.09) < 0.02
     assert workload["rejected_share"] < 0.01
+
+
+def test_service_benchmark_prints_a_figure_per_batch_size():
+    completed = subprocess.run(
+        [sys.executable, "-m", "bench.service", "--quick", "--json"],
+        cwd=ROOT, capture_output=True, text=True, timeout=600, check=True,
+    )
+    result = json.loads(completed.stdout.strip().splitlines()[-1])
+    assert [row["batch"] for row in result["batches"]] == [1, 10, 64]
+    for row in result["batches"]:
+        assert row["service_us_per_batch"] > row["kernel_us_per_batch"] > 0
+        assert len(row["service_us_per_batch_runs"]) == result["runs"] == 2

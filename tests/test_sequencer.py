@@ -17,7 +17,15 @@ import pytest
 import zmq
 
 from common.config import Durability, default_document, parse_config_text
-from common.intake import Envelope, IntakeError, decode_submissions, encode_submissions, pack_envelopes
+from common.intake import (
+    Envelope,
+    Envelopes,
+    IntakeError,
+    decode_submissions,
+    encode_submissions,
+    pack_envelopes,
+    unpack_envelopes,
+)
 from common.journal import Journal
 from common.records import COMMAND_DTYPE, CommandKind, command
 from common.stream import Duplicate, Heartbeat, Refused, SequencedBatch, decode, encode_batch, encode_replay_request
@@ -203,6 +211,29 @@ class TestIntakeFormat:
             encode_submissions([order(1).tobytes()], [])
         with pytest.raises(ValueError):
             encode_submissions([b"short"], [Envelope(1, "x")])
+
+
+class TestEnvelopeColumns:
+    ENVELOPES = [Envelope(1, "a"), Envelope(2, "b", "a"), Envelope(1, "", ""), Envelope(3, "c")]
+
+    def test_decoded_envelopes_are_columns_equal_to_the_list_packed(self):
+        columns = unpack_envelopes(pack_envelopes(self.ENVELOPES), 4)
+        assert isinstance(columns, Envelopes)
+        assert columns == self.ENVELOPES and self.ENVELOPES == columns and list(columns) == self.ENVELOPES
+        assert columns.sessions == [1, 2, 1, 3] and columns.clordids == ["a", "b", "", "c"]
+        assert columns.origs == ["", "a", "", ""]
+        assert columns[1] == Envelope(2, "b", "a") and columns[-1] == Envelope(3, "c")
+        assert columns[1:3] == self.ENVELOPES[1:3] and isinstance(columns[1:3], Envelopes)
+        assert len(columns) == 4 and Envelope(3, "c") in columns
+        assert pack_envelopes(columns) == pack_envelopes(self.ENVELOPES)  # packed from the columns alike
+
+    def test_columns_join_and_convert(self):
+        no_origs = unpack_envelopes(pack_envelopes(self.ENVELOPES[:1]), 1)
+        assert no_origs.origs == [""]  # packed as nil: every one is ""
+        joined = Envelopes.join([no_origs, self.ENVELOPES[1:3], Envelopes.of(self.ENVELOPES[3:])])
+        assert joined == self.ENVELOPES
+        assert Envelopes.of(joined) is joined and Envelopes.of([]) == [] and len(Envelopes.join([])) == 0
+        assert joined != self.ENVELOPES[:3] and joined != "abcd"
 
 
 class TestRefusals:
