@@ -88,7 +88,9 @@ def _record_first_events(events, read_seq, first, command_kinds, ring, ring_kind
         if seq != previous:
             slot = seq % size
             ring[slot] = events[i]
-            kind = command_kinds[seq - first]
+            at = seq - first
+            # An event outside the batch is the service's to refuse (StreamInconsistency); never read past it.
+            kind = command_kinds[at] if 0 <= at < command_kinds.shape[0] else 0
             ring_kinds[slot] = kind
             if kind == _NEW and events[i].kind != _ACCEPTED:
                 unplaced[found] = i
