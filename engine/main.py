@@ -46,7 +46,7 @@ from common.pauses import PauseLog
 from common.signals import StopSignals
 from common.config import ExchangeConfig, load_config
 from common.records import COMMAND_DTYPE
-from common.sockets import send_frames
+from common.sockets import NOBLOCK, recv_frames, send_frames
 from common.reports import (
     ReportError,
     ReportMessage,
@@ -376,7 +376,7 @@ class EngineProcess:
     def _receive_stream(self) -> None:
         for _ in range(STREAM_PER_TURN):
             try:
-                frames = self.sub.recv_multipart(zmq.NOBLOCK)
+                frames = recv_frames(self.sub, NOBLOCK)
             except zmq.Again:
                 break
             if len(self.pending) == PENDING_MAX:

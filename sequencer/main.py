@@ -35,7 +35,7 @@ from common.intake import IntakeError, decode_submissions
 from common.pauses import PauseLog
 from common.journal import Journal, JournalCompacted, JournalFull
 from common.records import COMMAND_DTYPE
-from common.sockets import send_frames
+from common.sockets import NOBLOCK, recv_frames, send_frames
 from common.stream import (
     SequencedBatch,
     StreamError,
@@ -160,7 +160,7 @@ class SequencerProcess:
         anything was published."""
         for _ in range(self.sequencer.max_batch):
             try:
-                frames = self.intake.recv_multipart(zmq.NOBLOCK)
+                frames = recv_frames(self.intake, NOBLOCK)
             except zmq.Again:
                 break
             try:
