@@ -45,8 +45,8 @@ class OutcomeHistory:
         command whose seq is ``read_seq`` began before them), its kind read from ``command_kinds`` at
         ``seq - first``. Return the positions in ``events`` of NEWs answered without an ACCEPTED.
 
-        One kernel call: done with numpy, the dozen small array operations cost 18 us for a batch of
-        one command (most live batches), ten times the kernel's."""
+        One kernel call (0.7 us for a batch of one command, most live batches): done with numpy, its dozen
+        operations on small arrays cost 18 us."""
         if len(self._unplaced) < len(events):
             self._unplaced = np.empty(max(len(events), 2 * len(self._unplaced)), dtype=np.int64)
         found = _record_first_events(events, read_seq, first, command_kinds, self._events, self._kinds,
