@@ -44,7 +44,7 @@ import zmq
 from bench import workloads
 from common.config import Durability, ExchangeConfig, default_config, load_config
 from common.heap import HeapKeeper
-from common.intake import Envelope
+from common.intake import Envelopes
 from common.journal import Journal
 from common.reports import encode_report
 from common.snapshot_store import SnapshotStore
@@ -69,8 +69,10 @@ def journal_commands(spec: workloads.WorkloadSpec, count: int) -> tuple[Exchange
     return workload.config, commands
 
 
-def envelopes_for(records: np.ndarray) -> list[Envelope]:
-    return [Envelope(1, f"c{seq}") for seq in records["seq"].tolist()]
+def envelopes_for(records: np.ndarray) -> Envelopes:
+    """An envelope per record (session 1, ClOrdID "c<seq>"), as columns: the form decoded envelopes take."""
+    seqs = records["seq"].tolist()
+    return Envelopes([1] * len(seqs), [f"c{seq}" for seq in seqs])
 
 
 def write_journal(path: Path, commands: np.ndarray, map_bytes: int, batch: int = JOURNAL_BATCH) -> float:

@@ -24,7 +24,7 @@ import time
 import numpy as np
 
 from bench import workloads
-from common.intake import Envelopes
+from bench.recovery import envelopes_for
 from common.records import owned_copy
 from common.reports import encode_report
 from common.stream import SequencedBatch
@@ -41,11 +41,6 @@ def stream(count: int) -> tuple[workloads.Workload, np.ndarray, np.ndarray]:
     commands["seq"] = np.arange(1, len(commands) + 1)
     setup = len(workload.setup)
     return workload, commands[:setup], commands[setup:]
-
-
-def envelopes_for(records: np.ndarray) -> Envelopes:
-    seqs = records["seq"].tolist()
-    return Envelopes([1] * len(seqs), [f"c{seq}" for seq in seqs])
 
 
 def service_run(workload: workloads.Workload, setup: np.ndarray, commands: np.ndarray, batch: int) -> float:

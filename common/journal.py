@@ -414,24 +414,21 @@ class Journal:
         """The commands ``first`` .. ``first + count - 1`` out of the batch values that hold them."""
         stop = first + count
         raw: list[bytes] = []
-        envelopes = Envelopes([], [], [])
-        columns = (envelopes.sessions, envelopes.clordids, envelopes.origs)
+        envelopes: list[Envelopes] = []
         try:
             for batch_first, value in parts:
                 batch_count = _value_count(value)
                 begin, end = max(first, batch_first) - batch_first, min(stop, batch_first + batch_count) - batch_first
                 raw.append(value[_COUNT.size + begin * RECORD_BYTES : _COUNT.size + end * RECORD_BYTES])
                 part = _value_envelopes(value, batch_count)
-                whole = begin == 0 and end == batch_count
-                for column, part_column in zip(columns, (part.sessions, part.clordids, part.origs)):
-                    column.extend(part_column if whole else part_column[begin:end])
+                envelopes.append(part if begin == 0 and end == batch_count else part[begin:end])
         except JournalError:
             raise
         except Exception as exc:
             raise JournalError(f"journal corrupt: the envelopes of a batch from seq {first} on do not decode: "
                                f"{exc}") from None
         records = np.frombuffer(bytearray().join(raw), dtype=COMMAND_DTYPE)  # writable, copied once
-        return SequencedBatch(first, records, envelopes, head=head)
+        return SequencedBatch(first, records, Envelopes.join(envelopes), head=head)
 
     def iterate(self, first: int | None = None, chunk: int = DEFAULT_CHUNK) -> Iterator[SequencedBatch]:
         """Every journaled command from ``first`` (default: the oldest held), in batches of at most
