@@ -414,21 +414,26 @@ class Journal:
         """The commands ``first`` .. ``first + count - 1`` out of the batch values that hold them."""
         stop = first + count
         raw: list[bytes] = []
-        envelopes: list[Envelopes] = []
+        # The parts' columns extended in place: Envelopes.join of the parts read a chunk at half the speed
+        # (0.55 - 0.62 against 0.32 - 0.33 us a command, two alternating runs of 600,000 commands).
+        envelopes = Envelopes([], [], [])
+        columns = (envelopes.sessions, envelopes.clordids, envelopes.origs)
         try:
             for batch_first, value in parts:
                 batch_count = _value_count(value)
                 begin, end = max(first, batch_first) - batch_first, min(stop, batch_first + batch_count) - batch_first
                 raw.append(value[_COUNT.size + begin * RECORD_BYTES : _COUNT.size + end * RECORD_BYTES])
                 part = _value_envelopes(value, batch_count)
-                envelopes.append(part if begin == 0 and end == batch_count else part[begin:end])
+                whole = begin == 0 and end == batch_count
+                for column, part_column in zip(columns, (part.sessions, part.clordids, part.origs)):
+                    column.extend(part_column if whole else part_column[begin:end])
         except JournalError:
             raise
         except Exception as exc:
             raise JournalError(f"journal corrupt: the envelopes of a batch from seq {first} on do not decode: "
                                f"{exc}") from None
         records = np.frombuffer(bytearray().join(raw), dtype=COMMAND_DTYPE)  # writable, copied once
-        return SequencedBatch(first, records, Envelopes.join(envelopes), head=head)
+        return SequencedBatch(first, records, envelopes, head=head)
 
     def iterate(self, first: int | None = None, chunk: int = DEFAULT_CHUNK) -> Iterator[SequencedBatch]:
         """Every journaled command from ``first`` (default: the oldest held), in batches of at most
