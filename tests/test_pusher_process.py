@@ -66,11 +66,13 @@ class RawClient:
         while time.monotonic() < deadline:
             while len(self.buffer) >= 2:
                 opcode, length = self.buffer[0] & 0x0F, self.buffer[1] & 0x7F
-                offset = 2
+                offset = {126: 4, 127: 10}.get(length, 2)  # the header, with its extended length
+                if len(self.buffer) < offset:
+                    break  # the rest of the header is still on its way
                 if length == 126:
-                    length, offset = struct.unpack("!H", self.buffer[2:4])[0], 4
+                    length = struct.unpack("!H", self.buffer[2:4])[0]
                 elif length == 127:
-                    length, offset = struct.unpack("!Q", self.buffer[2:10])[0], 10
+                    length = struct.unpack("!Q", self.buffer[2:10])[0]
                 if len(self.buffer) < offset + length:
                     break
                 yield opcode, self.buffer[offset:offset + length]
