@@ -12,8 +12,10 @@ epoch knows the engine restarted; and the messages of a batch depend on where ba
 
 What the engine core does not know and this class keeps (docs/architecture.md):
 
-- every ClOrdID an order has had, per account, so that a CANCEL or CANCEL_REPLACE may name its target by
-  OrigClOrdID. The map is built from events only (ACCEPTED: the NEW's ClOrdID; REPLACED: the new one), and
+- the last ``CLORDIDS_PER_ORDER`` ClOrdIDs of every order, per account, so that a CANCEL or CANCEL_REPLACE
+  may name its target by OrigClOrdID. The map is built from events only (ACCEPTED: the NEW's ClOrdID;
+  REPLACED: the new one; the one it pushes out of the order's last ``CLORDIDS_PER_ORDER`` leaves at the
+  next sweep), and
   a command naming an OrigClOrdID is resolved against the map as it is after every command before it
   (the batch is applied in two parts when an earlier command of the same batch could add that ClOrdID,
   and the map forgets ClOrdIDs only at fixed seqs, see SWEEP_INTERVAL), so the resolution never depends
@@ -81,6 +83,11 @@ RESEND_REPLY_MAX = 10_000  # report messages in one resend reply at most (the re
 # since the one before: small and often, it stays well under a millisecond (every 65,536 seqs it held a
 # batch up for 60-85 ms at 5,000 orders/s).
 SWEEP_INTERVAL = 1024
+# ClOrdIDs of one order that resolve an OrigClOrdID: its current one and those just before it. An order a
+# market maker replaces all day would otherwise hold a map entry (and a snapshot row) per replace: a
+# replay of 10,000,000 commands of the exchange-core workload grew the map to millions of entries. Part
+# of the state (a replay must forget what the live engine forgot), so a constant, not configuration.
+CLORDIDS_PER_ORDER = 16
 
 # Order status names of the "order" query.
 NEW_STATUS = "new"
@@ -206,6 +213,8 @@ class EngineService:
         self._closed: OrderedDict[int, _Order] = OrderedDict()
         self._by_clordid: dict[tuple[int, str], int] = {}
         self._evicted: list[_Order] = []  # gone from the history; their ClOrdIDs leave at the next sweep
+        # (account, ClOrdID, order id) pushed out of an order's last CLORDIDS_PER_ORDER: leave at the next sweep
+        self._retired: list[tuple[int, str, int]] = []
         self._outcomes = OutcomeHistory(OUTCOME_HISTORY)
         # (account, ClOrdID) -> seq of a NEW that never became an order, oldest first (bounded like the outcomes)
         self._unplaced: OrderedDict[tuple[int, str], int] = OrderedDict()
@@ -350,7 +359,7 @@ class EngineService:
         maker_oids, maker_filleds = chunk["maker_order_id"].tolist(), chunk["maker_filled"].tolist()
         maker_leaves, qtys, reasons = chunk["maker_leaves"].tolist(), chunk["qty"].tolist(), chunk["reason"].tolist()
         self._remember_outcomes(chunk, ctx)
-        open_orders, by_clordid, close = self._open, self._by_clordid, self._close
+        open_orders, by_clordid, close, retired = self._open, self._by_clordid, self._close, self._retired
 
         for i in positions:
             kind = kinds[i]
@@ -421,8 +430,11 @@ class EngineService:
                     order.gateway, order.session = ctx.gateway, ctx.session
                     if ctx.clordid:
                         order.clordid = ctx.clordid
-                        order.clordids.append(ctx.clordid)
+                        clordids = order.clordids
+                        clordids.append(ctx.clordid)
                         by_clordid[(order.account, ctx.clordid)] = oid
+                        if len(clordids) > CLORDIDS_PER_ORDER:
+                            retired.append((order.account, clordids.pop(0), oid))
                     cum_quote = order.cum_quote
                 route(ctx.gateway, i, ctx.session, accounts[i], "order", ctx.clordid, cum_quote)
             elif kind == _REJECTED:
@@ -599,13 +611,22 @@ class EngineService:
             self._evicted.append(self._closed.popitem(last=False)[1])
 
     def _sweep(self) -> None:
-        """Forget the ClOrdIDs of orders evicted from the history since the last sweep."""
+        """Forget the ClOrdIDs of orders evicted from the history since the last sweep, and those pushed out
+        of an order's last ``CLORDIDS_PER_ORDER``. A ClOrdID the map gave another order since stays."""
+        by_clordid = self._by_clordid
         for order in self._evicted:
             for clordid in order.clordids:
                 key = (order.account, clordid)
-                if self._by_clordid.get(key) == order.order_id:
-                    del self._by_clordid[key]
+                if by_clordid.get(key) == order.order_id:
+                    del by_clordid[key]
         self._evicted.clear()
+        for account, clordid, order_id in self._retired:
+            key = (account, clordid)
+            if by_clordid.get(key) == order_id:
+                order = self._open.get(order_id) or self._closed.get(order_id)
+                if order is None or clordid not in order.clordids:  # not taken again by its own order
+                    del by_clordid[key]
+        self._retired.clear()
 
     def _end_transient(self, order_id: int) -> None:
         """An IOC, FOK or market order whose command is over and that no event ended (it filled)."""
@@ -646,6 +667,7 @@ class EngineService:
             "open": [_order_row(order) for order in self._open.values()],
             "closed": [_order_row(order) for order in self._closed.values()],  # oldest first
             "evicted": [_order_row(order) for order in self._evicted],
+            "retired": [list(entry) for entry in self._retired],
             "by_clordid": [[account, clordid, order_id] for (account, clordid), order_id in self._by_clordid.items()],
             "outcome_history": self._outcomes.export(),
             "unplaced": [[account, clordid, seq] for (account, clordid), seq in self._unplaced.items()],
@@ -660,6 +682,12 @@ class EngineService:
         self._closed = OrderedDict((order.order_id, order) for order in map(_order_from_row, state["closed"]))
         self._evicted = [_order_from_row(row) for row in state["evicted"]]
         self._by_clordid = {(account, clordid): order_id for account, clordid, order_id in state["by_clordid"]}
+        self._retired = [(account, clordid, order_id) for account, clordid, order_id in state.get("retired", ())]
+        for order in (*self._open.values(), *self._closed.values()):  # a snapshot from before the bound
+            excess = len(order.clordids) - CLORDIDS_PER_ORDER
+            if excess > 0:
+                self._retired.extend((order.account, clordid, order.order_id) for clordid in order.clordids[:excess])
+                del order.clordids[:excess]
         self._outcomes = OutcomeHistory(OUTCOME_HISTORY)
         self._unplaced = OrderedDict()
         if "outcome_history" in state:

@@ -473,6 +473,73 @@ def test_clordids_of_orders_gone_from_the_history_are_forgotten_at_the_next_swee
     assert [int(e["order_id"]) for e in message.events] == [10, 12, 0]
 
 
+
+def replaced_four_times(desk) -> int:
+    """ALICE's buy A0 (seq 10), replaced by ClOrdID A1..A4 (seqs 11..14), each naming the one before."""
+    order = desk.add("buy", ALICE, BTC_USDT, 150, 2, clordid="A0")
+    for k in range(1, 5):
+        desk.add("replace", ALICE, 0, 150 + k, 2, clordid=f"A{k}", orig=f"A{k - 1}")
+    return order
+
+
+def test_an_order_resolves_its_last_clordids_and_forgets_older_ones_at_the_next_sweep(desk, monkeypatch):
+    monkeypatch.setattr(service_module, "CLORDIDS_PER_ORDER", 3)
+    monkeypatch.setattr(service_module, "SWEEP_INTERVAL", 16)
+    order = replaced_four_times(desk)  # A0 and A1 were pushed out of its last three
+    desk.add("cancel", ALICE, 0, clordid="C0", orig="A0")  # seq 15: not swept yet, so still resolved
+    desk.add("cancel", ALICE, 0, clordid="C1", orig="A1")  # 16: swept just before
+    desk.add("cancel", ALICE, 0, clordid="C2", orig="A2")  # 17: one of the last three (the order has ended)
+    message = on(desk.send(), gateway_topic(GW1))
+
+    assert [(kind, int(e["order_id"])) for kind, e in zip(kinds(message)[-3:], message.events[-3:])] == [
+        ("CANCELLED", order), ("REJECTED", 0), ("REJECTED", order)]
+    assert desk.query(q="order", account=ALICE, clordid="A1")["found"] is False
+    assert desk.query(q="order", account=ALICE, clordid="A4")["order"]["order_id"] == order
+    mapped = {clordid for account, clordid, order_id in desk.service.export_state()["by_clordid"] if order_id == order}
+    assert mapped == {"A2", "A3", "A4"}
+
+
+def test_clordids_pushed_out_but_not_swept_yet_survive_a_snapshot(desk, monkeypatch):
+    from engine import snapshot
+
+    monkeypatch.setattr(service_module, "CLORDIDS_PER_ORDER", 3)
+    monkeypatch.setattr(service_module, "SWEEP_INTERVAL", 16)
+    replaced_four_times(desk)
+    desk.send()
+    assert desk.service.export_state()["retired"] == [[ALICE, "A0", 10], [ALICE, "A1", 10]]
+    restored = EngineService(desk.config)
+    snapshot.restore(restored, snapshot.encode(desk.service, 0))
+    for clordid, orig in (("C0", "A0"), ("C1", "A1"), ("C2", "A2")):  # seqs 15, 16 (after the sweep), 17
+        desk.add("cancel", ALICE, 0, clordid=clordid, orig=orig)
+    batch = desk.batch()
+
+    assert reported(restored.apply(batch)) == reported(desk.service.apply(batch))
+    assert restored.export_state() == desk.service.export_state()
+
+
+def test_a_snapshot_state_from_before_the_bound_keeps_only_the_last_clordids_of_an_order(desk, monkeypatch):
+    order = replaced_four_times(desk)
+    desk.send()
+    state = desk.service.export_state()
+    del state["retired"]  # as a snapshot from before the bound has it: all five ClOrdIDs kept
+    assert sorted(c for _, c, o in state["by_clordid"] if o == order) == ["A0", "A1", "A2", "A3", "A4"]
+
+    from engine import snapshot
+
+    monkeypatch.setattr(service_module, "CLORDIDS_PER_ORDER", 3)
+    monkeypatch.setattr(service_module, "SWEEP_INTERVAL", 16)
+    restored = EngineService(desk.config)
+    snapshot.restore(restored, snapshot.encode(desk.service, 0))  # the engine's arrays, copied
+    restored.import_state(state)
+    assert restored.export_state()["retired"] == [[ALICE, "A0", order], [ALICE, "A1", order]]
+    desk.add("buy", BOB, BTC_USDT, 100, 1, clordid="B0")  # seq 15
+    desk.add("cancel", ALICE, 0, clordid="C1", orig="A1")  # 16: swept just before
+    desk.add("cancel", ALICE, 0, clordid="C2", orig="A2")  # 17
+    cancels = on(restored.apply(desk.batch()), gateway_topic(GW1))
+    assert [(kind, int(e["order_id"])) for kind, e in zip(kinds(cancels), cancels.events)] == [
+        ("REJECTED", 0), ("CANCELLED", order)]
+    assert sorted(c for _, c, o in restored.export_state()["by_clordid"] if o == order) == ["A2", "A3", "A4"]
+
 # --- resends of commands already sequenced -----------------------------------------------------------
 
 
