@@ -8,8 +8,9 @@ slowing the offered load (no coordinated omission).
 
 One :class:`Worker` per generator process owns a share of the client connections (DEALER sockets, one
 logged-on session each, with the credentials of an account the admin protocol created and funded) and
-the orders planned on them. Order ``i`` of a step goes out on connection ``i % connections``; connection
-``c`` belongs to worker ``c % workers``. The hot path is plain pyzmq on pre-encoded frames:
+the orders planned on them. Order ``i`` of a step goes out on the connection ``order_plan`` gives it
+(``i % connections`` in the default mix); connection ``c`` belongs to worker ``c % workers``. The hot
+path is plain pyzmq on pre-encoded frames:
 
 - before a step, every frame is encoded (msgpack, as ``client.session`` builds a NewOrderSingle) with its
   MsgSeqNum, and the worker answers ``prepared``; the step starts at a ``t0`` the driver sends after that;
@@ -20,10 +21,15 @@ the orders planned on them. Order ``i`` of a step goes out on connection ``i % c
 - after the step the frames are decoded: the first ExecutionReport (or, for the floor and the echo,
   the first frame echoed) of each order gives its latency; New, Trade (filled) and Rejected are counted.
 
-The order mix keeps the book bounded: every order is a GTC limit order for the minimum lot at one price;
-even connections (accounts) buy and odd ones sell, so consecutive orders are a buy and a sell that cross:
-each order gets exactly two ExecutionReports (New, then Trade filled), the book never holds more than
-the orders in flight, and no account ever meets its own order (no self-trade prevention).
+The order mix keeps the book bounded: every order is a GTC limit order at one price; even connections
+(accounts) buy and odd ones sell, and no account ever meets its own order (no self-trade prevention).
+
+- By default (``takers_per_maker`` 1) every order is for the minimum lot and consecutive orders are a buy
+  and a sell that cross: each order gets exactly two ExecutionReports (New, then Trade filled), the book
+  never holds more than the orders in flight, and a trade takes two orders.
+- With ``takers_per_maker`` k > 1, orders come in groups of k + 1: a sell of k lots (the maker), then k
+  buys of one lot that fill it. The maker gets New and k Trades, each buy New and Trade; a group trades
+  k times, so a trade takes (k + 1) / k orders (the market-data benchmark, which needs trades, uses it).
 """
 
 from __future__ import annotations
@@ -33,6 +39,7 @@ import gc
 import select
 import time
 from dataclasses import dataclass, field
+from decimal import Decimal
 from typing import Any
 
 import msgpack
@@ -68,11 +75,33 @@ def _fine_timer_slack() -> None:
 
 @dataclass
 class OrderTerms:
-    """What every order of the mix looks like (decimal strings of the protocol)."""
+    """What the orders of the mix look like (decimal strings of the protocol; ``qty`` is one lot)."""
 
     symbol: str
     price: str
     qty: str
+    takers_per_maker: int = 1  # the mix (module docstring)
+
+
+BUY, SELL = "1", "2"
+
+
+def order_plan(i: int, connections: int, takers_per_maker: int) -> tuple[int, str, int, int]:
+    """Order ``i`` of a step: its connection, its Side, its quantity in lots, and how many
+    ExecutionReports it gets (module docstring). ``connections`` is even."""
+    if takers_per_maker == 1:
+        connection = i % connections
+        return connection, BUY if connection % 2 == 0 else SELL, 1, 2
+    group, place = divmod(i, takers_per_maker + 1)
+    half = connections // 2
+    if place == 0:  # the maker, on an odd connection
+        return 2 * (group % half) + 1, SELL, takers_per_maker, 1 + takers_per_maker
+    return 2 * ((group * takers_per_maker + place - 1) % half), BUY, 1, 2
+
+
+def group_size(terms: OrderTerms) -> int:
+    """A step's order count is a multiple of this, so that every order can fill."""
+    return terms.takers_per_maker + 1
 
 
 @dataclass
@@ -188,16 +217,20 @@ class Worker:
         socks = self.sockets[target]
         orders, offsets, order_socks, frames = [], [], [], []
         terms = self.terms
+        lot = Decimal(terms.qty)
+        expected = 0  # answers (ExecutionReports, or echoes) to wait for
         for i in range(count):
-            position = mine.get(i % connections)
+            connection, side, lots, reports = order_plan(i, connections, terms.takers_per_maker)
+            position = mine.get(connection)
             if position is None:
                 continue
+            expected += reports if target == "pipeline" else 1
             offset = int(i * period_ns)
             # The fields and their order of client.session.ClientSession.new_order.
             message = {"MsgType": M.NEW_ORDER_SINGLE, "MsgSeqNum": self._stamp(position) if target == "pipeline"
                        else i + 1, "SendingTime": wall_t0_ns + offset, "ClOrdID": f"{step}.{i}",
-                       "Symbol": terms.symbol, "Side": "1" if self.specs[position].index % 2 == 0 else "2",
-                       "OrdType": "2", "TimeInForce": "1", "Price": terms.price, "OrderQty": terms.qty}
+                       "Symbol": terms.symbol, "Side": side, "OrdType": "2", "TimeInForce": "1",
+                       "Price": terms.price, "OrderQty": terms.qty if lots == 1 else str(lot * lots)}
             frame = encode(message)
             if pad_to > len(frame) + 8 and target != "pipeline":
                 message["Text"] = "x" * (pad_to - len(frame) - 8)
@@ -206,7 +239,7 @@ class Worker:
             offsets.append(offset)
             order_socks.append(socks[position])
             frames.append(frame)
-        self._prepared = (target, step, orders, offsets, order_socks, frames)
+        self._prepared = (target, step, orders, offsets, order_socks, frames, expected)
         return len(orders)
 
     def keepalive(self) -> None:
@@ -215,18 +248,18 @@ class Worker:
             sock.send(encode({"MsgType": M.HEARTBEAT, "MsgSeqNum": self._stamp(position),
                               "SendingTime": time.time_ns()}))
 
-    def run(self, *, t0_ns: int, quiet_s: float, max_drain_s: float, expected_per_order: int) -> StepResult:
+    def run(self, *, t0_ns: int, quiet_s: float, max_drain_s: float) -> StepResult:
         """Send the prepared orders on schedule from ``t0_ns`` (CLOCK_MONOTONIC) and take every answer,
-        until each order has ``expected_per_order`` of them, or nothing arrived for ``quiet_s`` after the
-        last planned send, or ``max_drain_s`` passed since it."""
+        until each order has all of its answers (``order_plan``; one echo each for the floor and the
+        echo), or nothing arrived for ``quiet_s`` after the last planned send, or ``max_drain_s`` passed
+        since it."""
         assert self._prepared is not None, "prepare() first"
-        target, step, orders, offsets, order_socks, frames = self._prepared
+        target, step, orders, offsets, order_socks, frames, expected = self._prepared
         self._prepared = None
         socks = self.sockets[target]
         planned = [t0_ns + offset for offset in offsets]
         last_planned = planned[-1] if planned else t0_ns
         limits = (int(quiet_s * 1e9), last_planned + int(max_drain_s * 1e9))
-        expected = len(orders) * expected_per_order
         echo = target != "pipeline"
         gc.disable()  # the loop makes no cycles; a collection would only add pauses to the measure
         try:

@@ -53,7 +53,16 @@ import psutil
 import zmq
 from hdrh.histogram import HdrHistogram
 
-from bench.loadgen import ACKNOWLEDGED, ANSWERED, FILLED, REJECTED, ConnectionSpec, OrderTerms, worker_main
+from bench.loadgen import (
+    ACKNOWLEDGED,
+    ANSWERED,
+    FILLED,
+    REJECTED,
+    ConnectionSpec,
+    OrderTerms,
+    group_size,
+    worker_main,
+)
 from common.config import Durability, default_document, load_config
 from common.journal import Journal
 from common.records import CommandKind
@@ -333,12 +342,12 @@ class Generators:
     """The load generator processes (bench/loadgen.py), spawned, driven over pipes."""
 
     def __init__(self, settings: Settings, specs: list[ConnectionSpec], endpoints: dict[str, str],
-                 max_message_bytes: int):
+                 max_message_bytes: int, *, takers_per_maker: int = 1):
         self.settings = settings
         self.context = multiprocessing.get_context("spawn")
         self.workers: list[tuple[Any, Any]] = []
         count = settings.generators
-        terms = OrderTerms(symbol=SYMBOL, price=PRICE, qty=QTY)
+        terms = self.terms = OrderTerms(symbol=SYMBOL, price=PRICE, qty=QTY, takers_per_maker=takers_per_maker)
         for k in range(count):
             parent, child = self.context.Pipe()
             options = dict(worker=k, workers=count, connections=[s for s in specs if s.index % count == k],
@@ -371,7 +380,8 @@ class Generators:
 
     def step(self, target: str, rate: int, duration_s: float, step_id: int, cpu: ProcessCpu) -> Step:
         settings = self.settings
-        count = max(2, int(round(rate * duration_s)) // 2 * 2)  # even: buys and sells pair up
+        group = group_size(self.terms)  # whole groups: every buy meets its sell
+        count = max(group, int(round(rate * duration_s)) // group * group)
         self.keepalive()
         wall_t0 = time.time_ns() + int(1e9)  # SendingTime only: roughly when each order is planned
         for _, pipe in self.workers:
@@ -381,11 +391,9 @@ class Generators:
         for _, pipe in self.workers:
             self._expect(pipe, "prepared")
         t0 = time.monotonic_ns() + int(START_LEAD_S * 1e9)
-        expected = 2 if target == "pipeline" else 1
         before = cpu.sample()
         for _, pipe in self.workers:
-            pipe.send(("run", dict(t0_ns=t0, quiet_s=settings.quiet_s, max_drain_s=settings.max_drain_s,
-                                   expected_per_order=expected)))
+            pipe.send(("run", dict(t0_ns=t0, quiet_s=settings.quiet_s, max_drain_s=settings.max_drain_s)))
         results = [self._expect(pipe, "result") for _, pipe in self.workers]
         after = cpu.sample()
         period_ns = 1e9 / rate

@@ -17,8 +17,9 @@ What runs, all on this machine:
    command's timestamp from the sequencer, in whole milliseconds, so figures carry up to 1 ms of
    rounding down of the trade time: they are at most 1 ms too high).
 3. **The load** (bench/loadgen.py, as bench/pipeline.py uses it): open-loop NewOrderSingles on 32
-   logged-on FIX sessions, buys and sells crossing in pairs, so ``rate`` trades a second take
-   ``2 x rate`` orders a second.
+   logged-on FIX sessions, in groups of a resting sell of ``--takers-per-maker`` lots (default 9) and
+   that many one-lot buys that fill it, one trade each: ``rate`` trades a second take ``rate x 10 / 9``
+   orders a second. With ``--takers-per-maker 1``, buys and sells cross in pairs (two orders a trade).
 
 For each rate (trades/s): the counters start, the load runs ``--duration`` seconds, and the counters
 stop once the samples have received nothing for a second (all of the step's market data has arrived,
@@ -27,6 +28,9 @@ samples connected (``baseline_samples_alone``; ``fan_out_ratio_p50`` is the full
 a second delivered over all subscribers, the bytes each drain connection received (min/max: all served
 alike), connections closed, breaks in the depth and trade chains seen by the samples (must be 0), and
 the CPU of every process (``pusher_cpu_pct`` = the pusher's CPU seconds per second x 100).
+
+First of all, on the still quiet machine, the floor (bench/fanout.py, ``fanout_floor``): how long one
+``send`` to each of as many loopback TCP connections as there are subscribers takes.
 """
 
 from __future__ import annotations
@@ -51,6 +55,7 @@ from bench.pipeline import (
     exchange_pids,
     histogram_of,
 )
+from bench import fanout
 from bench.wsclients import drain_main, sample_main
 from common.config import Durability, default_document, load_config
 
@@ -64,6 +69,9 @@ CLIENT_TIMEOUT_S = 120.0
 QUIET_S = 1.0  # after the load, the counters stop once the samples got nothing for this long
 QUIET_TIMEOUT_S = 120.0
 TARGET_P99_MS = 10.0
+# A resting sell filled by this many one-lot buys: a trade takes 10 / 9 orders, where pairs of a buy and
+# a sell take 2 (the order path, not the market data, then bounds the trade rate this machine reaches).
+TAKERS_PER_MAKER = 9
 
 
 @dataclass
@@ -74,6 +82,7 @@ class Settings:
     samples: int
     drain_processes: int
     connections: int  # FIX sessions of the load generator
+    takers_per_maker: int  # the order mix (bench/loadgen.py): a trade takes (k + 1) / k orders
 
     @classmethod
     def parse(cls, argv: list[str] | None) -> tuple["Settings", argparse.Namespace]:
@@ -85,6 +94,9 @@ class Settings:
         parser.add_argument("--subscribers", type=int, help="WebSocket subscribers in all (default 1000)")
         parser.add_argument("--samples", type=int, help="of which parse and timestamp every message (default 20)")
         parser.add_argument("--drain-processes", type=int, help="processes holding the others (default 2)")
+        parser.add_argument("--takers-per-maker", type=int, default=TAKERS_PER_MAKER,
+                            help=f"one-lot buys filling each resting sell (default {TAKERS_PER_MAKER}; "
+                                 "1: buys and sells in pairs)")
         args = parser.parse_args(argv)
         quick = args.quick
         settings = cls(
@@ -95,9 +107,12 @@ class Settings:
             samples=args.samples or (2 if quick else 20),
             drain_processes=args.drain_processes or (1 if quick else 2),
             connections=8 if quick else 32,
+            takers_per_maker=args.takers_per_maker,
         )
         if not 1 <= settings.samples <= settings.subscribers:
             parser.error("--samples must be between 1 and --subscribers")
+        if settings.takers_per_maker < 1:
+            parser.error("--takers-per-maker must be at least 1")
         return settings, args
 
 
@@ -189,7 +204,8 @@ def measure(rate: int, settings: Settings, generators: Generators, subscribers: 
     subscribers.start()
     before = cpu.sample()
     started = time.monotonic()
-    step = generators.step("pipeline", 2 * rate, settings.duration_s, step_id, ProcessCpu({}))
+    orders_per_trade = (settings.takers_per_maker + 1) / settings.takers_per_maker
+    step = generators.step("pipeline", round(rate * orders_per_trade), settings.duration_s, step_id, ProcessCpu({}))
     subscribers.wait_quiet(QUIET_S, QUIET_TIMEOUT_S)
     window_s = time.monotonic() - started - QUIET_S
     after = cpu.sample()
@@ -207,11 +223,11 @@ def measure(rate: int, settings: Settings, generators: Generators, subscribers: 
 
     out = {
         "rate_trades_per_s": rate,
-        "orders_per_s_offered": 2 * rate,
+        "orders_per_s_offered": round(rate * orders_per_trade),
         "orders_per_s_achieved": round(step.achieved_per_s),
-        # the order path's rate (two orders a trade), over the time until the last order was answered:
-        # an exchange past its capacity takes longer than the planned duration to trade them all
-        "trades_per_s_achieved": round(step.achieved_per_s / 2),
+        # the order path's rate over the time until the last order was answered (an exchange past its
+        # capacity takes longer than the planned duration to trade them all), in trades
+        "trades_per_s_achieved": round(step.achieved_per_s / orders_per_trade),
         "trades_seen_per_sample": round(trades_seen),
         "latency_samples": int(len(latencies_us)),
         "p50_ms": pct(50), "p90_ms": pct(90), "p99_ms": pct(99), "p999_ms": pct(99.9),
@@ -238,6 +254,9 @@ def measure(rate: int, settings: Settings, generators: Generators, subscribers: 
 
 def run(settings: Settings, log) -> dict[str, Any]:
     started = time.monotonic()
+    # The floor, before anything else runs: one round of sends to as many loopback TCP connections.
+    floor = fanout.measure(settings.subscribers)
+    log(f"fan-out floor: one send to each of {floor['connections']:,} connections takes {floor['round_ms']} ms")
 
     def configure(document: dict) -> None:
         document["sequencer"]["journal_map_bytes"] = default_document()["sequencer"]["journal_map_bytes"]
@@ -254,7 +273,8 @@ def run(settings: Settings, log) -> dict[str, Any]:
             bench = Bench(load_settings(settings), exchange, None, log)
             bench.create_accounts()
             max_bytes = load_config(exchange.config_path).gateway.max_message_bytes
-            generators = Generators(bench.settings, bench.specs, {"pipeline": exchange.fix_endpoint()}, max_bytes)
+            generators = Generators(bench.settings, bench.specs, {"pipeline": exchange.fix_endpoint()}, max_bytes,
+                                    takers_per_maker=settings.takers_per_maker)
             subscribers = Subscribers(settings, exchange.document["pusher"]["port"])
             measure(min(settings.rates), settings, generators, subscribers, exchange, 1, log)  # warm-up
             for step_id, rate in enumerate(settings.rates, start=2):
@@ -286,12 +306,20 @@ def run(settings: Settings, log) -> dict[str, Any]:
         "baseline_samples_alone": baseline,
         "fan_out_ratio_p50": round(at_baseline_rate["p50_ms"] / baseline["p50_ms"], 1)
         if at_baseline_rate["p50_ms"] and baseline["p50_ms"] else None,
+        "fanout_floor": floor,
         "settings": {"subscribers": settings.subscribers, "samples": settings.samples,
                      "drain_processes": settings.drain_processes, "duration_s": settings.duration_s,
                      "channels": CHANNELS, "fix_sessions": settings.connections,
-                     "orders": "GTC limit BTC-USDT, buys and sells crossing in pairs (2 orders a trade)"},
+                     "orders": orders_description(settings.takers_per_maker)},
         "elapsed_s": round(time.monotonic() - started, 1),
     }
+
+
+def orders_description(takers_per_maker: int) -> str:
+    if takers_per_maker == 1:
+        return "GTC limit BTC-USDT, buys and sells crossing in pairs (2 orders a trade)"
+    return (f"GTC limit BTC-USDT, a sell of {takers_per_maker} lots filled by {takers_per_maker} one-lot buys "
+            f"({takers_per_maker + 1} orders for {takers_per_maker} trades)")
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -9,6 +9,10 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
+
+from bench.loadgen import BUY, SELL, order_plan
+
 ROOT = Path(__file__).resolve().parent.parent
 
 
@@ -23,3 +27,22 @@ def test_pusher_benchmark_prints_every_figure_it_promises():
     assert row["closed_connections"] == 0 and row["depth_breaks"] == 0 and row["trade_breaks"] == 0
     assert row["drain_bytes_min"] > 0
     assert row["drain_bytes_max"] - row["drain_bytes_min"] <= row["drain_bytes_max"] * 0.05
+    assert row["lost_orders"] == 0
+    floor = result["fanout_floor"]
+    assert floor["connections"] == result["settings"]["subscribers"] and floor["round_ms"] > 0
+    assert row["orders_per_s_offered"] == round(row["rate_trades_per_s"] * 10 / 9)  # the default mix
+    groups = round(row["orders_per_s_offered"] * result["settings"]["duration_s"]) // 10  # a sell and 9 buys
+    assert row["trades_seen_per_sample"] == 9 * groups  # every sample saw every trade
+
+
+@pytest.mark.parametrize("takers", [1, 3, 9])
+def test_every_order_of_the_mix_can_fill_and_none_meets_its_own_account(takers):
+    connections, count = 8, 5 * (takers + 1)
+    plans = [order_plan(i, connections, takers) for i in range(count)]
+    buys = sum(lots for _, side, lots, _ in plans if side == BUY)
+    sells = sum(lots for _, side, lots, _ in plans if side == SELL)
+    assert buys == sells == count * takers // (takers + 1)
+    assert all((connection % 2 == 0) == (side == BUY) for connection, side, _, _ in plans)
+    assert {connection for connection, _, _, _ in plans} == set(range(connections))
+    # answers: New per order, a Trade per order and lot filled against it
+    assert sum(reports for *_, reports in plans) == count + 2 * buys

@@ -35,3 +35,13 @@ def test_service_benchmark_prints_a_figure_per_batch_size():
     for row in result["batches"]:
         assert row["service_us_per_batch"] > row["kernel_us_per_batch"] > 0
         assert len(row["service_us_per_batch_runs"]) == result["runs"] == 2
+
+
+def test_fanout_floor_benchmark_times_a_round_of_sends():
+    completed = subprocess.run(
+        [sys.executable, "-m", "bench.fanout", "--json", "--connections", "10", "--rounds", "3"],
+        cwd=ROOT, capture_output=True, text=True, timeout=120, check=True,
+    )
+    result = json.loads(completed.stdout.strip().splitlines()[-1])
+    assert (result["connections"], result["rounds"]) == (10, 3)
+    assert result["round_ms"] > 0 and result["send_us"] > 0
