@@ -33,7 +33,10 @@ import numpy as np
 
 HANDSHAKE_TIMEOUT_S = 30.0
 READ_BYTES = 1 << 20
-DRAIN_PAUSE_S = 0.02  # drain connections read their sockets at most this often
+# Drain connections read their sockets at most this often. At 10,000 trades/s a connection gets about
+# 0.6 MB a second, 60 KB a round, well within a socket's receive buffer, so the pusher's writes never wait
+# for them; read every 20 ms, the 980 drain connections took 0.45 of a core from the exchange.
+DRAIN_PAUSE_S = 0.1
 
 
 def _masked_text(payload: bytes) -> bytes:
