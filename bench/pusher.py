@@ -47,6 +47,7 @@ from typing import Any
 
 import numpy as np
 
+from bench import fanout
 from bench.pipeline import (
     Bench,
     Generators,
@@ -55,7 +56,6 @@ from bench.pipeline import (
     exchange_pids,
     histogram_of,
 )
-from bench import fanout
 from bench.wsclients import drain_main, sample_main
 from common.config import Durability, default_document, load_config
 

@@ -84,9 +84,9 @@ RESEND_REPLY_MAX = 10_000  # report messages in one resend reply at most (the re
 # batch up for 60-85 ms at 5,000 orders/s).
 SWEEP_INTERVAL = 1024
 # ClOrdIDs of one order that resolve an OrigClOrdID: its current one and those just before it. An order a
-# market maker replaces all day would otherwise hold a map entry (and a snapshot row) per replace: a
-# replay of 10,000,000 commands of the exchange-core workload grew the map to millions of entries. Part
-# of the state (a replay must forget what the live engine forgot), so a constant, not configuration.
+# market maker replaces all day would otherwise hold a map entry (and a snapshot row) per replace until
+# it ends and leaves the history of ended orders. Part of the state (a replay must forget what the live
+# engine forgot), so a constant, not configuration.
 CLORDIDS_PER_ORDER = 16
 
 # Order status names of the "order" query.
@@ -120,7 +120,7 @@ _BOOK_EVENTS = frozenset({_ACCEPTED, _CANCELLED, _REPLACED})
 
 def _member_table(members: Iterable[int]) -> np.ndarray:
     """``table[column]`` is ``column``'s membership (a uint8 column): 13 times faster than ``np.isin`` on
-    a chunk's 1,500 events, which sorts its operands each call."""
+    a column of 1,500 events (a chunk of a replay of the exchange-core mix holds about 1,350)."""
     table = np.zeros(256, dtype=bool)
     table[list(members)] = True
     return table
