@@ -29,9 +29,11 @@ RECEIVE_BYTES = 1 << 16
 
 
 def _allow_descriptors(needed: int) -> None:
+    """Raise this process's open-file limit towards ``needed`` (as far as the hard limit allows)."""
     soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
-    if soft < needed <= hard or (soft < needed and hard == resource.RLIM_INFINITY):
-        resource.setrlimit(resource.RLIMIT_NOFILE, (needed, hard))
+    if soft < needed:
+        allowed = needed if hard == resource.RLIM_INFINITY else min(needed, hard)
+        resource.setrlimit(resource.RLIMIT_NOFILE, (allowed, hard))
 
 
 def measure(connections: int = CONNECTIONS, message_bytes: int = MESSAGE_BYTES, rounds: int = ROUNDS) -> dict:
