@@ -31,6 +31,7 @@ KERNEL_SOURCES = (
     "engine/kernels.py",
     "engine/inspection.py",
     "engine/outcomes.py",
+    "engine/ledger_kernels.py",
     "engine/unchecked.py",
     "common/records.py",
 )

@@ -57,7 +57,6 @@ from common.records import (
     BOOK_LEVEL_DTYPE,
     COMMAND_DTYPE,
     EVENT_DTYPE,
-    CancelReason,
     CommandKind,
     EventKind,
     OrderType,
@@ -68,6 +67,18 @@ from common.records import (
 from common.reports import ReportMessage, account_topic, gateway_topic, market_topic
 from common.stream import Duplicate, Refused, SequencedBatch
 from engine.core import Engine
+from engine.ledger import Ledger, StreamOutsideBatch, clordid_text, new_routes
+from engine.ledger_kernels import (
+    CLORDID_NONE,
+    CLORDID_OF_COMMAND,
+    ROLE_MAKER,
+    ROLE_ORDER,
+    ROLE_TAKER,
+    STATUS_CANCELED,
+    STATUS_EXPIRED,
+    STATUS_FILLED,
+    STATUS_OPEN,
+)
 from engine.outcomes import OutcomeHistory
 
 log = logging.getLogger("engine.service")
@@ -97,22 +108,15 @@ CANCELED = "canceled"
 REJECTED_STATUS = "rejected"
 EXPIRED = "expired"
 
-# Cancel reasons that end an order the client did not ask to cancel: it expired.
-_EXPIRY_REASONS = frozenset({CancelReason.IOC_REMAINDER, CancelReason.FOK, CancelReason.MARKET_REMAINDER})
-
 _ACCEPTED = int(EventKind.ACCEPTED)
 _REJECTED = int(EventKind.REJECTED)
 _TRADE = int(EventKind.TRADE)
 _CANCELLED = int(EventKind.CANCELLED)
 _REPLACED = int(EventKind.REPLACED)
-_BALANCE = int(EventKind.BALANCE)
 
 _NEW = int(CommandKind.NEW)
 _CANCEL = int(CommandKind.CANCEL)
 _CANCEL_REPLACE = int(CommandKind.CANCEL_REPLACE)
-_CANCEL_ALL = int(CommandKind.CANCEL_ALL)
-_FUNDS = frozenset({int(CommandKind.DEPOSIT), int(CommandKind.WITHDRAW)})
-_MARKET = int(OrderType.MARKET)
 _LIMIT = int(OrderType.LIMIT)
 _IMMEDIATE = frozenset({int(TimeInForce.IOC), int(TimeInForce.FOK)})
 _BOOK_EVENTS = frozenset({_ACCEPTED, _CANCELLED, _REPLACED})
@@ -128,8 +132,6 @@ def _member_table(members: Iterable[int]) -> np.ndarray:
 
 _IS_BOOK_EVENT = _member_table(_BOOK_EVENTS)
 _IS_IMMEDIATE_TIF = _member_table(_IMMEDIATE)
-# The events that change what the service knows of an order (the others are only routed to topics).
-_IS_ORDER_EVENT = _member_table((_TRADE, _ACCEPTED, _CANCELLED, _REPLACED))
 _OPPOSITE_SIDE = {1: 2, 2: 1}  # Side.BUY <-> Side.SELL: a trade's maker is on the other side of its taker
 # What a reject of a command the journal could not take repeats of the command (as the engine's rejects do).
 _REFUSED_ECHO = ("account", "symbol", "side", "order_type", "tif", "price", "qty", "order_id", "client_order_id",
@@ -140,49 +142,19 @@ class StreamInconsistency(ValueError):
     """A batch that does not continue the applied sequence, or whose records contradict its header."""
 
 
-class _Order:
-    """What the service knows about one order beyond the engine's own record."""
-
-    __slots__ = ("order_id", "account", "symbol", "side", "order_type", "tif", "price", "qty", "filled",
-                 "gateway", "session", "clordid", "clordids", "cum_quote", "ts", "status", "fills")
-
-    def __init__(self, order_id: int, account: int, symbol: int, side: int, order_type: int, tif: int,
-                 price: int, qty: int, gateway: int, session: int, clordid: str, ts: int):
-        self.order_id = order_id
-        self.account = account
-        self.symbol = symbol
-        self.side = side
-        self.order_type = order_type
-        self.tif = tif
-        self.price = price
-        self.qty = qty
-        self.filled = 0
-        self.gateway = gateway
-        self.session = session
-        self.clordid = clordid
-        self.clordids = [clordid] if clordid else []
-        self.cum_quote = 0
-        self.ts = ts
-        self.status = NEW_STATUS
-        self.fills: list[list[int]] = []  # [seq, ts, price, qty, amount, fee, maker (0/1)] per fill
+# The order rows of snapshots from before the ledger (engine/ledger.py), and of ``Ledger``-free views.
+_ORDER_FIELDS = ("order_id", "account", "symbol", "side", "order_type", "tif", "price", "qty", "filled", "gateway",
+                 "session", "clordid", "clordids", "cum_quote", "ts", "status", "fills")
+_STATUS_CODES = {NEW_STATUS: STATUS_OPEN, PARTIALLY_FILLED: STATUS_OPEN, FILLED: STATUS_FILLED,
+                 CANCELED: STATUS_CANCELED, EXPIRED: STATUS_EXPIRED}
+_STATUS_NAMES = {STATUS_OPEN: NEW_STATUS, STATUS_FILLED: FILLED, STATUS_CANCELED: CANCELED, STATUS_EXPIRED: EXPIRED}
+_ROLE_NAMES = {ROLE_ORDER: "order", ROLE_TAKER: "taker", ROLE_MAKER: "maker"}
 
 
-_ORDER_FIELDS = _Order.__slots__
-
-
-def _order_row(order: _Order) -> list:
-    return [getattr(order, name) for name in _ORDER_FIELDS]
-
-
-def _order_from_row(row: list) -> _Order:
-    order = _Order.__new__(_Order)
+def _legacy_order(row: list) -> dict[str, Any]:
     if len(row) == len(_ORDER_FIELDS) - 1:  # a snapshot from before orders kept their fills
         row = [*row, []]
-    for name, value in zip(_ORDER_FIELDS, row, strict=True):
-        setattr(order, name, value)
-    order.clordids = list(order.clordids)
-    order.fills = [list(fill) for fill in order.fills]
-    return order
+    return dict(zip(_ORDER_FIELDS, row, strict=True))
 
 
 class _Output:
@@ -219,12 +191,8 @@ class EngineService:
         self.config = config
         self.engine = Engine(config)
         self._last_seq = 0
-        self._open: dict[int, _Order] = {}
-        self._closed: OrderedDict[int, _Order] = OrderedDict()
-        self._by_clordid: dict[tuple[int, str], int] = {}
-        self._evicted: list[_Order] = []  # gone from the history; their ClOrdIDs leave at the next sweep
-        # (account, ClOrdID, order id) pushed out of an order's last CLORDIDS_PER_ORDER: leave at the next sweep
-        self._retired: list[tuple[int, str, int]] = []
+        self._ledger = Ledger()  # order tracking and the OrigClOrdID map
+        self._routes = new_routes(config.engine.event_buffer)  # where each event of a chunk goes, reused
         self._outcomes = OutcomeHistory(OUTCOME_HISTORY)
         # (account, ClOrdID) -> seq of a NEW that never became an order, oldest first (bounded like the outcomes)
         self._unplaced: OrderedDict[tuple[int, str], int] = OrderedDict()
@@ -279,7 +247,11 @@ class EngineService:
         ):
             raise StreamInconsistency(f"records of batch {batch.first}..{batch.last} are not numbered so")
 
-        context = _BatchContext(batch.first, records, envelopes, report, resend)
+        try:
+            context = _BatchContext(batch.first, records, envelopes, report, resend)
+        except (OverflowError, ValueError) as exc:  # a session id that is not a 64-bit unsigned integer
+            raise StreamInconsistency(f"batch {batch.first}..{batch.last}: {exc}") from None
+        self._ledger.clear_cursor()
         output = _Output()
         start = 0
         for index, is_sweep in self._stops(records, envelopes):
@@ -295,10 +267,10 @@ class EngineService:
                 # An order of this batch, not yet applied, may take that ClOrdID: apply up to here first.
                 self._run(records[start:index], context, output)
                 start = index
-            resolved = self._by_clordid.get(key, 0)
+            resolved = self._ledger.resolve(*key)
             records[index]["order_id"] = resolved
-            context.order_ids[index] = resolved
         self._run(records[start:], context, output)
+        self._ledger.clear_cursor()
         self._last_seq = batch.last
         messages = self._messages(output) if report else []
         self._market_last.update(output.market_seq)
@@ -323,141 +295,84 @@ class EngineService:
     def _run(self, commands: np.ndarray, context: "_BatchContext", output: _Output) -> None:
         for chunk in self.engine.process(commands):
             self._take_chunk(chunk, context, output)
-        context.end_command(self)
+        self._ledger.end_command(CLOSED_ORDER_HISTORY)
 
     def _take_chunk(self, chunk: np.ndarray, ctx: "_BatchContext", output: _Output) -> None:
         """Update the order tracking from one chunk of events and route its events to topics."""
-        # The columns the loops read, each as a list once: indexing a list is what they do per event (a
-        # field of a numpy record costs about as much as a whole list element's work).
-        kinds = chunk["kind"].tolist()
-        seqs = chunk["seq"].tolist()
-        order_ids = chunk["order_id"].tolist()
-        accounts = chunk["account"].tolist()
-        tss = chunk["ts"].tolist()
-        symbols, sides, prices = chunk["symbol"].tolist(), chunk["side"].tolist(), chunk["price"].tolist()
-        order_types, tifs = chunk["order_type"].tolist(), chunk["tif"].tolist()
-        gateway_positions = output.gateway_positions
-        gateway_items = output.gateway_items
         offset = output.count  # positions are counted over the whole batch
         if ctx.report:
-            self._route_downstream(kinds, seqs, order_ids, accounts, symbols, sides, prices, order_types, tifs,
+            # The columns the loops read, each as a list once: indexing a list is what they do per event (a
+            # field of a numpy record costs about as much as a whole list element's work).
+            self._route_downstream(chunk["kind"].tolist(), chunk["seq"].tolist(), chunk["order_id"].tolist(),
+                                   chunk["account"].tolist(), chunk["symbol"].tolist(), chunk["side"].tolist(),
+                                   chunk["price"].tolist(), chunk["order_type"].tolist(), chunk["tif"].tolist(),
                                    chunk["maker_account"].tolist(), offset, output)
-            positions: Iterable[int] = range(len(kinds))
-        else:  # the state alone: the topics' last seqs, and the events that change an order
+        else:  # the state alone: the topics' last seqs
             self._topic_seqs(chunk, output)
-            positions = np.flatnonzero(_IS_ORDER_EVENT[chunk["kind"]]).tolist()
-        own_clordid, maker_clordid = output.own_clordid, output.maker_clordid
-        listeners = self.account_listeners
-
-        def route(gateway: int, position: int, session: int, account: int, role: str, clordid: str,
-                  cum_quote: int) -> None:
-            if not ctx.report:
-                return
-            if listeners is None or account in listeners:  # for the account topic's items
-                if role == "maker":
-                    maker_clordid[offset + position] = clordid
-                else:
-                    own_clordid[offset + position] = clordid
-            gateway_positions.setdefault(gateway, []).append(offset + position)
-            gateway_items.setdefault(gateway, []).append({
-                "session": session, "account": account, "role": role, "clordid": clordid,
-                "cum_quote": cum_quote, "resend": ctx.resend,
-            })
-
-        amounts, filleds, leaves = chunk["amount"].tolist(), chunk["filled"].tolist(), chunk["leaves"].tolist()
-        maker_fees, taker_fees = chunk["maker_fee"].tolist(), chunk["taker_fee"].tolist()
-        maker_oids, maker_filleds = chunk["maker_order_id"].tolist(), chunk["maker_filled"].tolist()
-        maker_leaves, qtys, reasons = chunk["maker_leaves"].tolist(), chunk["qty"].tolist(), chunk["reason"].tolist()
         self._remember_outcomes(chunk, ctx)
-        open_orders, by_clordid, close, retired = self._open, self._by_clordid, self._close, self._retired
-
-        for i in positions:
-            kind = kinds[i]
-            seq = seqs[i]
-            if seq != ctx.seq:
-                ctx.end_command(self)
-                ctx.begin(seq)
-            if kind == _BALANCE:
-                if ctx.kind in _FUNDS:
-                    route(ctx.gateway, i, ctx.session, accounts[i], "order", ctx.clordid, 0)
-                continue
-            oid = order_ids[i]
-            if kind == _TRADE:
-                amount = amounts[i]
-                taker = open_orders.get(oid)
-                if taker is None:
-                    log.warning("seq %d: trade of order %d, which the service does not know", seq, oid)
-                    route(ctx.gateway, i, ctx.session, accounts[i], "taker", ctx.clordid, amount)
-                else:
-                    taker.filled = filleds[i]
-                    taker.cum_quote += amount
-                    taker.ts = tss[i]
-                    taker.fills.append([seq, tss[i], prices[i], qtys[i], amount, taker_fees[i], 0])
-                    route(taker.gateway, i, taker.session, taker.account, "taker", taker.clordid, taker.cum_quote)
-                    if leaves[i] == 0 and taker.qty > 0:
-                        close(taker, FILLED)
-                maker_oid = maker_oids[i]
-                maker = open_orders.get(maker_oid)
-                if maker is None:
-                    log.warning("seq %d: trade of maker order %d, which the service does not know", seq, maker_oid)
-                else:
-                    maker.filled = maker_filleds[i]
-                    maker.cum_quote += amount
-                    maker.ts = tss[i]
-                    maker.fills.append([seq, tss[i], prices[i], qtys[i], amount, maker_fees[i], 1])
-                    route(maker.gateway, i, maker.session, maker.account, "maker", maker.clordid, maker.cum_quote)
-                    if maker_leaves[i] == 0:
-                        close(maker, FILLED)
-            elif kind == _ACCEPTED:
-                order = _Order(oid, accounts[i], symbols[i], sides[i], order_types[i], tifs[i], prices[i], qtys[i],
-                               ctx.gateway, ctx.session, ctx.clordid, tss[i])
-                open_orders[oid] = order
-                if ctx.clordid:
-                    by_clordid[(order.account, ctx.clordid)] = oid
-                if order.order_type == _MARKET or order.tif in _IMMEDIATE:
-                    ctx.transient = oid  # never rests: it ends with its command
-                route(ctx.gateway, i, ctx.session, order.account, "order", ctx.clordid, 0)
-            elif kind == _CANCELLED:
-                order = open_orders.get(oid)
-                own = ctx.kind in (_CANCEL, _CANCEL_ALL) or oid == ctx.target
-                if order is not None and not own:  # a resting order cancelled by self-trade prevention
-                    route(order.gateway, i, order.session, order.account, "order", order.clordid, order.cum_quote)
-                else:
-                    route(ctx.gateway, i, ctx.session, accounts[i], "order", ctx.clordid,
-                          order.cum_quote if order is not None else 0)
-                if order is not None:
-                    order.filled = filleds[i]
-                    order.ts = tss[i]
-                    close(order, EXPIRED if reasons[i] in _EXPIRY_REASONS else CANCELED)
-            elif kind == _REPLACED:
-                order = open_orders.get(oid)
-                cum_quote = 0
-                if order is not None:
-                    order.price = prices[i]
-                    order.qty = qtys[i]
-                    order.filled = filleds[i]
-                    order.ts = tss[i]
-                    order.gateway, order.session = ctx.gateway, ctx.session
-                    if ctx.clordid:
-                        order.clordid = ctx.clordid
-                        clordids = order.clordids
-                        clordids.append(ctx.clordid)
-                        by_clordid[(order.account, ctx.clordid)] = oid
-                        if len(clordids) > CLORDIDS_PER_ORDER:
-                            retired.append((order.account, clordids.pop(0), oid))
-                    cum_quote = order.cum_quote
-                route(ctx.gateway, i, ctx.session, accounts[i], "order", ctx.clordid, cum_quote)
-            elif kind == _REJECTED:
-                order = open_orders.get(oid) if ctx.kind in (_CANCEL, _CANCEL_REPLACE) else None
-                cum_quote = order.cum_quote if order is not None and order.account == accounts[i] else 0
-                route(ctx.gateway, i, ctx.session, accounts[i], "order", ctx.clordid, cum_quote)
-            else:  # ACCOUNT_CREATED, MASS_CANCELLED
-                route(ctx.gateway, i, ctx.session, accounts[i], "order", ctx.clordid, 0)
-
-        ctx.read_seq = seqs[-1]
+        if len(self._routes) < len(chunk):
+            self._routes = new_routes(len(chunk))
+        routes = self._routes[: len(chunk)]
+        try:
+            self._ledger.track(chunk, ctx.first, ctx.records, ctx.session_column, ctx.text, ctx.offsets, routes,
+                               CLOSED_ORDER_HISTORY, CLORDIDS_PER_ORDER)
+        except StreamOutsideBatch as exc:
+            raise StreamInconsistency(str(exc)) from None
+        unknown = np.flatnonzero(routes["unknown"])
+        for position in unknown.tolist():  # pragma: no cover - the tracking follows every event
+            event = chunk[position]
+            if int(routes[position]["unknown"]) & 1:
+                log.warning("seq %d: trade of order %d, which the service does not know", int(event["seq"]),
+                            int(event["order_id"]))
+            if int(routes[position]["unknown"]) & 2:
+                log.warning("seq %d: trade of maker order %d, which the service does not know", int(event["seq"]),
+                            int(event["maker_order_id"]))
+        ctx.read_seq = int(chunk["seq"][-1])
         if ctx.report:
+            self._gather_items(chunk, routes, ctx, output)
             output.chunks.append(chunk.tobytes())
             output.count += len(chunk)
+
+    def _gather_items(self, chunk: np.ndarray, routes: np.ndarray, ctx: "_BatchContext", output: _Output) -> None:
+        """The gateway items of a chunk's events, from where the ledger routed each."""
+        offset = output.count
+        gateway_positions, gateway_items = output.gateway_positions, output.gateway_items
+        own_clordid, maker_clordid = output.own_clordid, output.maker_clordid
+        listeners = self.account_listeners
+        clordids, first, resend, ledger = ctx.clordids, ctx.first, ctx.resend, self._ledger
+        seqs = chunk["seq"].tolist()
+        roles, maker_roles = routes["role"].tolist(), routes["maker_role"].tolist()
+        sides = (
+            (roles, routes["gateway"].tolist(), routes["session"].tolist(), routes["account"].tolist(),
+             routes["clordid"].tolist(), routes["cum_quote"].tolist(), own_clordid),
+            (maker_roles, routes["maker_gateway"].tolist(), routes["maker_session"].tolist(),
+             routes["maker_account"].tolist(), routes["maker_clordid"].tolist(), routes["maker_cum_quote"].tolist(),
+             maker_clordid),
+        )
+        for i in range(len(seqs)):
+            if not roles[i] and not maker_roles[i]:
+                continue
+            position = offset + i
+            for role_of, gateways, sessions, accounts, clordid_refs, cum_quotes, topic_clordids in sides:
+                role = role_of[i]
+                if not role:
+                    continue
+                ref = clordid_refs[i]
+                if ref == CLORDID_OF_COMMAND:
+                    clordid = clordids[seqs[i] - first]
+                elif ref == CLORDID_NONE:
+                    clordid = ""
+                else:
+                    clordid = ledger.clordid(ref)
+                account = accounts[i]
+                if listeners is None or account in listeners:  # for the account topic's items
+                    topic_clordids[position] = clordid
+                gateway = gateways[i]
+                gateway_positions.setdefault(gateway, []).append(position)
+                gateway_items.setdefault(gateway, []).append({
+                    "session": sessions[i], "account": account, "role": _ROLE_NAMES[role], "clordid": clordid,
+                    "cum_quote": cum_quotes[i], "resend": resend,
+                })
 
     def _messages(self, output: _Output) -> list[ReportMessage]:
         if not output.chunks:
@@ -528,8 +443,9 @@ class EngineService:
                     oid = order_ids[i]
                     before = latest_price.get(oid)
                     if before is None:
-                        order = self._open.get(oid)
-                        before = order.price if order is not None else prices[i]
+                        before = self._ledger.open_price(oid)
+                        if before is None:
+                            before = prices[i]
                     levels.add((before, sides[i]))
                 latest_price[order_ids[i]] = prices[i]
                 market_seq[symbol] = seq
@@ -611,38 +527,12 @@ class EngineService:
 
     # --- order tracking -----------------------------------------------------------------------------
 
-    def _close(self, order: _Order, status: str) -> None:
-        """The order has ended: keep its last state in the bounded history."""
-        del self._open[order.order_id]
-        order.status = status
-        self._closed[order.order_id] = order
-        while len(self._closed) > CLOSED_ORDER_HISTORY:
-            self._evicted.append(self._closed.popitem(last=False)[1])
-
     def _sweep(self) -> None:
         """Forget the ClOrdIDs of orders evicted from the history since the last sweep, and those pushed out
-        of an order's last ``CLORDIDS_PER_ORDER``."""
-        by_clordid = self._by_clordid
-        for order in self._evicted:
-            for clordid in order.clordids:
-                key = (order.account, clordid)
-                if by_clordid.get(key) == order.order_id:
-                    del by_clordid[key]
-        self._evicted.clear()
-        # The sequencer never sequences an (account, ClOrdID) twice (its index is kept for good), so a
-        # ClOrdID pushed out of an order's last ones cannot have come back to it.
-        for account, clordid, order_id in self._retired:
-            key = (account, clordid)
-            if by_clordid.get(key) == order_id:
-                del by_clordid[key]
-        self._retired.clear()
-
-    def _end_transient(self, order_id: int) -> None:
-        """An IOC, FOK or market order whose command is over and that no event ended (it filled)."""
-        order = self._open.get(order_id)
-        if order is not None:
-            done = order.filled > 0 if order.qty > 0 else order.cum_quote > 0
-            self._close(order, FILLED if done else EXPIRED)
+        of an order's last ``CLORDIDS_PER_ORDER``. The sequencer never sequences an (account, ClOrdID)
+        twice (its index is kept for good), so a ClOrdID pushed out of an order's last ones cannot have
+        come back to it."""
+        self._ledger.sweep()
 
     def _remember_outcomes(self, chunk: np.ndarray, ctx: "_BatchContext") -> None:
         """Keep the first event of each command that begins in ``chunk`` (a command's events may run on
@@ -659,9 +549,10 @@ class EngineService:
         while len(self._unplaced) > OUTCOME_HISTORY:
             self._unplaced.popitem(last=False)
 
-    def _known_order(self, account: int, order_id: int) -> _Order | None:
-        order = self._open.get(order_id) or self._closed.get(order_id)
-        return order if order is not None and order.account == account else None
+    def _known_order(self, account: int, order_id: int) -> int:
+        """The ledger row of the account's order (open, or ended and in the history), or -1."""
+        slot = self._ledger.slot(order_id)
+        return slot if slot >= 0 and int(self._ledger.slots[slot]["account"]) == account else -1
 
     # --- snapshots -----------------------------------------------------------------------------------
 
@@ -673,30 +564,40 @@ class EngineService:
         """
         return {
             "last_seq": self._last_seq,
-            "open": [_order_row(order) for order in self._open.values()],
-            "closed": [_order_row(order) for order in self._closed.values()],  # oldest first
-            "evicted": [_order_row(order) for order in self._evicted],
-            "retired": [list(entry) for entry in self._retired],
-            "by_clordid": [[account, clordid, order_id] for (account, clordid), order_id in self._by_clordid.items()],
+            "ledger": self._ledger.export(),
             "outcome_history": self._outcomes.export(),
             "unplaced": [[account, clordid, seq] for (account, clordid), seq in self._unplaced.items()],
             "market_last": sorted(self._market_last.items()),
             "account_last": sorted(self._account_last.items()),
         }
 
+    def tracked(self) -> dict[str, list]:
+        """The order tracking in readable form (the format snapshots had before the ledger): ``open`` and
+        ``closed`` orders (oldest first) as rows of ``_ORDER_FIELDS``, ``evicted`` (always empty: an order
+        leaves the ledger when it leaves the history), ``retired`` [account, ClOrdID, order id] waiting
+        for the next sweep, and ``by_clordid`` [account, ClOrdID, order id], the OrigClOrdID map."""
+        ledger = self._ledger
+        closed = ledger.closed_slots().tolist()
+        open_slots = np.flatnonzero(ledger.slots["status"] == STATUS_OPEN)
+        open_slots = open_slots[np.argsort(ledger.slots["order_id"][open_slots], kind="stable")].tolist()
+
+        def row(slot: int) -> list:
+            fields = ledger.order(slot)
+            fields.update(clordids=ledger.clordids(slot), fills=ledger.fills_of(slot),
+                          status=_STATUS_NAMES[fields["status"]])
+            return [fields[name] for name in _ORDER_FIELDS]
+
+        return {"open": [row(slot) for slot in open_slots], "closed": [row(slot) for slot in closed], "evicted": [],
+                "retired": ledger.retired_clordids(), "by_clordid": ledger.mapped_clordids()}
+
     def import_state(self, state: dict[str, Any]) -> None:
         """Take the state ``export_state`` gave (into a service whose engine holds the matching arrays)."""
         self._last_seq = int(state["last_seq"])
-        self._open = {order.order_id: order for order in map(_order_from_row, state["open"])}
-        self._closed = OrderedDict((order.order_id, order) for order in map(_order_from_row, state["closed"]))
-        self._evicted = [_order_from_row(row) for row in state["evicted"]]
-        self._by_clordid = {(account, clordid): order_id for account, clordid, order_id in state["by_clordid"]}
-        self._retired = [(account, clordid, order_id) for account, clordid, order_id in state.get("retired", ())]
-        for order in (*self._open.values(), *self._closed.values()):  # a snapshot from before the bound
-            excess = len(order.clordids) - CLORDIDS_PER_ORDER
-            if excess > 0:
-                self._retired.extend((order.account, clordid, order.order_id) for clordid in order.clordids[:excess])
-                del order.clordids[:excess]
+        self._ledger = Ledger()
+        if "ledger" in state:
+            self._ledger.restore(state["ledger"])
+        else:
+            self._import_tracked(state)
         self._outcomes = OutcomeHistory(OUTCOME_HISTORY)
         self._unplaced = OrderedDict()
         if "outcome_history" in state:
@@ -706,6 +607,24 @@ class EngineService:
             self._import_outcome_map(state["outcomes"])
         self._market_last = {int(symbol): int(seq) for symbol, seq in state.get("market_last", ())}
         self._account_last = {int(account): int(seq) for account, seq in state.get("account_last", ())}
+
+    def _import_tracked(self, state: dict[str, Any]) -> None:
+        """The order tracking of a snapshot from before the ledger (the rows ``tracked`` gives)."""
+        ledger = self._ledger
+        for section, open_ in (("open", True), ("closed", False)):
+            for row in state[section]:
+                order = _legacy_order(row)
+                ledger.add_order(order, list(order["clordids"]), order["fills"],
+                                 STATUS_OPEN if open_ else _STATUS_CODES[order["status"]], CLORDIDS_PER_ORDER)
+        for row in state["evicted"]:  # gone from the history, their ClOrdIDs not swept yet
+            order = _legacy_order(row)
+            for clordid in order["clordids"]:
+                ledger.add_orphan(order["account"], clordid, order["order_id"])
+        for account, clordid, order_id in state.get("retired", ()):
+            ledger.add_orphan(account, clordid, order_id)
+        for account, clordid, order_id in state["by_clordid"]:  # what each ClOrdID named when the snapshot was taken
+            if ledger.resolve(account, clordid) != order_id:
+                ledger.remap(account, clordid, order_id)
 
     def _import_outcome_map(self, outcomes: list) -> None:
         events = np.frombuffer(b"".join(bytes(event) for _, _, _, event in outcomes), dtype=EVENT_DTYPE)
@@ -733,9 +652,9 @@ class EngineService:
                      account, clordid, notice.original)
             return []
         events = outcome[1]
-        order = self._known_order(account, int(events[0]["order_id"]))
+        slot = self._known_order(account, int(events[0]["order_id"]))
         item = {"session": notice.envelope.session, "account": account, "role": "order", "clordid": clordid,
-                "cum_quote": order.cum_quote if order is not None else 0, "resend": True}
+                "cum_quote": int(self._ledger.slots[slot]["cum_quote"]) if slot >= 0 else 0, "resend": True}
         return [self._gateway_message(gateway, events, [item])]
 
     def refused(self, notice: Refused) -> list[ReportMessage]:
@@ -785,13 +704,13 @@ class EngineService:
         if (order_id is None) == (clordid is None):
             raise _BadQuery("give exactly one of order_id and clordid")
         if clordid is not None:
-            order_id = self._by_clordid.get((account, clordid))
-            if order_id is None:
+            order_id = self._ledger.resolve(account, clordid)
+            if not order_id:
                 return self._order_from_outcome(account, clordid)
-        order = self._known_order(account, order_id)
-        if order is None:
+        slot = self._known_order(account, order_id)
+        if slot < 0:
             return {"found": False}
-        return {"found": True, "order": self._order_view(order)}
+        return {"found": True, "order": self._order_view(slot)}
 
     def _order_from_outcome(self, account: int, clordid: str) -> dict:
         """A NEW that never became an open order (rejected, or an unfillable FOK)."""
@@ -808,33 +727,39 @@ class EngineService:
             view["reason"] = int(event["reason"])
         return {"found": True, "order": view}
 
-    def _order_view(self, order: _Order) -> dict:
-        view = {"order_id": order.order_id, "account": order.account, "clordid": order.clordid,
-                "symbol": order.symbol, "side": order.side, "order_type": order.order_type, "tif": order.tif,
-                "cum_quote": order.cum_quote, "ts": order.ts}
-        live = self.engine.order(order.order_id) if order.order_id in self._open else None
+    def _order_view(self, slot: int) -> dict:
+        """An order of the ledger as the "order" query shows it; an open one as the engine holds it now."""
+        order = self._ledger.order(slot)
+        view = {name: order[name] for name in ("order_id", "account", "clordid", "symbol", "side", "order_type", "tif",
+                                               "cum_quote", "ts")}
+        live = self.engine.order(order["order_id"]) if order["status"] == STATUS_OPEN else None
         if live is not None:
             view.update(price=live["price"], qty=live["qty"], filled=live["filled"], leaves=live["leaves"],
                         status=PARTIALLY_FILLED if live["filled"] > 0 else NEW_STATUS)
         else:
-            view.update(price=order.price, qty=order.qty, filled=order.filled, leaves=0, status=order.status)
+            view.update(price=order["price"], qty=order["qty"], filled=order["filled"], leaves=0,
+                        status=_STATUS_NAMES[order["status"]])
         return view
+
+    def _open_slots(self, account: int, symbol: int | None) -> list[int]:
+        """The ledger rows of the account's open orders, in the engine's order (of one symbol, if given)."""
+        slots = []
+        for row in self.engine.open_orders(account):
+            if symbol is not None and row["symbol"] != symbol:
+                continue
+            slot = self._ledger.slot(row["order_id"])
+            if not self._ledger.is_open(slot):  # pragma: no cover - the tracking follows every event
+                log.warning("open order %d is not tracked", row["order_id"])
+                continue
+            slots.append(slot)
+        return slots
 
     def _query_open_orders(self, q: dict) -> dict:
         account = self._account(q)
         symbol = _optional_int(q, "symbol")
         if symbol is not None and not 0 <= symbol < self._n_symbols:
             raise _BadQuery(f"unknown symbol {symbol}")
-        orders = []
-        for row in self.engine.open_orders(account):
-            if symbol is not None and row["symbol"] != symbol:
-                continue
-            order = self._open.get(row["order_id"])
-            if order is None:  # pragma: no cover - the tracking follows every event
-                log.warning("open order %d is not tracked", row["order_id"])
-                continue
-            orders.append(self._order_view(order))
-        return {"orders": orders}
+        return {"orders": [self._order_view(slot) for slot in self._open_slots(account, symbol)]}
 
     def _query_balances(self, q: dict) -> dict:
         account = self._account(q)
@@ -871,18 +796,17 @@ class EngineService:
         symbol = _optional_int(q, "symbol")
         limit = _optional_int(q, "limit")
         limit = HISTORY_REPLY_DEFAULT if limit is None else min(max(limit, 1), HISTORY_REPLY_MAX)
-        found: list[_Order] = []
-        for row in self.engine.open_orders(account):  # the account's own list in the engine
-            order = self._open.get(row["order_id"])
-            if order is not None and (symbol is None or order.symbol == symbol):
-                found.append(order)
-        for order in reversed(self._closed.values()):
-            if len(found) >= limit:
-                break
-            if order.account == account and (symbol is None or order.symbol == symbol):
-                found.append(order)
-        found.sort(key=lambda order: order.order_id, reverse=True)
-        return {"orders": [{**self._order_view(order), "fills": order.fills} for order in found[:limit]]}
+        found = self._open_slots(account, symbol)
+        if len(found) < limit:  # then the newest ended orders of the account
+            closed = self._ledger.closed_slots()[::-1]
+            rows = self._ledger.slots[closed]
+            mine = rows["account"] == account
+            if symbol is not None:
+                mine &= rows["symbol"] == symbol
+            found.extend(closed[mine][: limit - len(found)].tolist())
+        ledger = self._ledger
+        found.sort(key=lambda slot: int(ledger.slots[slot]["order_id"]), reverse=True)
+        return {"orders": [{**self._order_view(slot), "fills": ledger.fills_of(slot)} for slot in found[:limit]]}
 
     def _query_head(self, q: dict) -> dict:
         return {"head": self._last_seq}
@@ -984,47 +908,25 @@ def _optional_int(q: dict, key: str) -> int | None:
 
 
 class _BatchContext:
-    """The command whose events are being read, within one batch."""
+    """The batch being applied, as the ledger and the routing read it."""
 
-    __slots__ = ("first", "origins", "sessions", "clordids", "kinds", "kind_column", "accounts", "order_ids", "report",
-                 "resend", "adds", "seq", "read_seq", "gateway", "session", "clordid", "kind", "target", "transient")
+    __slots__ = ("first", "records", "clordids", "kinds", "kind_column", "accounts", "session_column", "text",
+                 "offsets", "report", "resend", "adds", "read_seq")
 
     def __init__(self, first: int, records: np.ndarray, envelopes: Envelopes, report: bool,
                  resend: bool = False):
         self.first = first
+        self.records = records  # order ids get resolved in it as the batch is applied
         self.report = report
         self.resend = resend
         self.adds: dict[tuple[int, str], list[int]] | None = None
-        self.origins = records["origin"].tolist()
         self.kinds = records["kind"].tolist()
         self.kind_column = records["kind"]  # indexed by (seq - first), as ``kinds`` (kinds never change)
         self.accounts = records["account"].tolist()
-        self.order_ids = records["order_id"].tolist()  # kept in step with the resolution of OrigClOrdIDs
-        self.sessions = envelopes.sessions
         self.clordids = envelopes.clordids
-        self.seq = 0  # the command whose events are being read
+        self.session_column = np.array(envelopes.sessions, dtype=np.uint64)
+        self.text, self.offsets = clordid_text(envelopes.clordids)
         self.read_seq = 0  # the seq of the last event read (of a command the state-only reading may skip)
-        self.transient = 0
-        self.gateway = self.session = self.kind = self.target = 0
-        self.clordid = ""
-
-    def begin(self, seq: int) -> None:
-        i = seq - self.first
-        if not 0 <= i < len(self.kinds):
-            raise StreamInconsistency(f"the engine reported an event of seq {seq} outside the batch")
-        self.seq = seq
-        self.gateway = self.origins[i]
-        self.session = self.sessions[i]
-        self.clordid = self.clordids[i]
-        self.kind = self.kinds[i]
-        # The order this command is about: a NEW's own id, a replace's target (resolved by now).
-        if self.kind == _NEW:
-            self.target = seq
-        elif self.kind == _CANCEL_REPLACE:
-            self.target = self.order_ids[i]
-        else:
-            self.target = 0
-        self.transient = 0
 
     def added_between(self, key: tuple[int, str], start: int, stop: int) -> bool:
         """Whether a NEW or a replace at a position in ``[start, stop)`` gives an order ClOrdID ``key``."""
@@ -1034,8 +936,3 @@ class _BatchContext:
                 if (kind == _NEW or kind == _CANCEL_REPLACE) and self.clordids[i]:
                     self.adds.setdefault((self.accounts[i], self.clordids[i]), []).append(i)
         return any(start <= i < stop for i in self.adds.get(key, ()))
-
-    def end_command(self, service: EngineService) -> None:
-        if self.transient:
-            service._end_transient(self.transient)
-            self.transient = 0
