@@ -139,6 +139,52 @@ def unpack_envelopes(blob: bytes, count: int) -> Envelopes:
     return Envelopes(sessions, clordids, origs)
 
 
+def unpack_envelope_runs(blobs: Sequence[bytes], counts: Sequence[int],
+                         spans: Sequence[tuple[int, int]]) -> Envelopes:
+    """Of several packed envelope arrays (``blobs[k]``, ``counts[k]`` envelopes, as ``pack_envelopes`` packed
+    each), the envelopes ``spans[k][0]:spans[k][1]`` of each, as one ``Envelopes``: a journal read of
+    many small batches. Decoded in one stream and type-checked once: a call of ``unpack_envelopes`` per
+    batch of 32 cost 0.2 us a command. Raises ValueError as ``unpack_envelopes`` does."""
+    unpacker = msgpack.Unpacker(raw=False, max_buffer_size=max(sum(map(len, blobs)), 1))
+    unpacker.feed(b"".join(blobs))
+    sessions: list[int] = []
+    clordids: list[str] = []
+    origs: list[str] = []
+    any_origs = False
+    end_of_blob = 0
+    for blob, count, (begin, end) in zip(blobs, counts, spans, strict=True):
+        try:
+            columns = unpacker.unpack()
+        except msgpack.OutOfData:
+            raise ValueError("envelopes cut short") from None
+        end_of_blob += len(blob)
+        if unpacker.tell() != end_of_blob:
+            raise ValueError("envelopes followed by other bytes")
+        if not isinstance(columns, list) or len(columns) != 3:
+            raise ValueError("envelopes are [sessions, clordids, origs]")
+        session_column, clordid_column, orig_column = columns
+        if not (isinstance(session_column, list) and isinstance(clordid_column, list)
+                and (orig_column is None or isinstance(orig_column, list))):
+            raise ValueError("envelope columns are arrays")
+        if not len(session_column) == len(clordid_column) == count or (
+                orig_column is not None and len(orig_column) != count):
+            raise ValueError(f"{count} records need {count} envelopes")
+        whole = begin == 0 and end == count
+        sessions.extend(session_column if whole else session_column[begin:end])
+        clordids.extend(clordid_column if whole else clordid_column[begin:end])
+        if orig_column is not None and not any_origs:  # the first batch with origs: those before had none
+            any_origs = True
+            origs = [""] * (len(clordids) - (end - begin))
+        if any_origs:
+            origs.extend(orig_column[begin:end] if orig_column is not None else [""] * (end - begin))
+    if not any_origs:
+        origs = [""] * len(sessions)
+    if set(map(type, sessions)) - {int} or set(map(type, clordids)) - {str} or (
+            any_origs and set(map(type, origs)) - {str}):
+        raise ValueError("an envelope's session is an integer, its clordid and orig strings")
+    return Envelopes(sessions, clordids, origs)
+
+
 def encode_submissions(records: list[bytes], envelopes: Sequence[Envelope]) -> list[bytes]:
     """One message of the commands ``records`` (each one COMMAND_DTYPE record's bytes), in order."""
     if not records or len(records) != len(envelopes):

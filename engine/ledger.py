@@ -35,7 +35,7 @@ from engine.ledger_kernels import (
 INITIAL_ROWS = 1024  # rows of each structure at first; each doubles when it fills
 _FILL_COLUMNS = ("seq", "ts", "price", "qty", "amount", "fee", "maker")
 # The arrays of the ledger's state, in the kernels' argument order after the inputs (see ``_state``).
-_ARRAY_NAMES = ("slots", "slot_free", "oid_keys", "oid_slots", "table", "pool", "pool_bytes", "pool_free", "fills",
+_ARRAY_NAMES = ("slots", "slot_free", "oids", "table", "pool", "pool_bytes", "pool_free", "fills",
                 "fill_free", "closed", "retired", "meta")
 
 
@@ -72,9 +72,8 @@ class Ledger:
         rows = INITIAL_ROWS
         self.slots = np.zeros(rows, dtype=TRACK_DTYPE)
         self.slot_free = _free_stack(rows)
-        self.oid_keys = np.zeros(4 * rows, dtype=np.int64)
-        self.oid_slots = np.zeros(4 * rows, dtype=np.int64)
-        self.table = np.zeros(4 * rows, dtype=np.int64)
+        self.oids = np.zeros((4 * rows, 2), dtype=np.int64)  # [order id, row]
+        self.table = np.zeros((4 * rows, 2), dtype=np.int64)  # [pool entry + 1, hash]
         self.pool = np.zeros(rows, dtype=POOL_DTYPE)
         self.pool_bytes = np.zeros((rows, CLORDID_BYTES), dtype=np.uint8)
         self.pool_free = _free_stack(rows)
@@ -86,7 +85,7 @@ class Ledger:
         self.meta[lk.M_SLOTS_FREE] = self.meta[lk.M_POOL_FREE] = self.meta[lk.M_FILLS_FREE] = rows
 
     def _state(self) -> tuple:
-        return (self.slots, self.slot_free, self.oid_keys, self.oid_slots, self.table, self.pool, self.pool_bytes,
+        return (self.slots, self.slot_free, self.oids, self.table, self.pool, self.pool_bytes,
                 self.pool_free, self.fills, self.fill_free, self.closed, self.retired, self.meta)
 
     # --- room ---------------------------------------------------------------------------------------------
@@ -109,13 +108,12 @@ class Ledger:
             ring[:count] = self.closed[(head + np.arange(count)) % len(self.closed)]
             self.closed = ring
             meta[lk.M_CLOSED_HEAD] = 0
-        if 2 * (meta[lk.M_OIDS] + 1) > len(self.oid_keys):
-            keys = np.zeros(2 * len(self.oid_keys), dtype=np.int64)
-            slots = np.zeros(len(keys), dtype=np.int64)
-            lk.rehash_oids(self.oid_keys, self.oid_slots, keys, slots, meta)
-            self.oid_keys, self.oid_slots = keys, slots
+        if 2 * (meta[lk.M_OIDS] + 1) > len(self.oids):
+            oids = np.zeros((2 * len(self.oids), 2), dtype=np.int64)
+            lk.rehash_oids(self.oids, oids, meta)
+            self.oids = oids
         if 2 * (meta[lk.M_CLORDIDS] + 1) > len(self.table):
-            table = np.zeros(2 * len(self.table), dtype=np.int64)
+            table = np.zeros((2 * len(self.table), 2), dtype=np.int64)
             lk.rehash_clordids(self.table, table, self.pool)
             self.table = table
 
@@ -154,7 +152,7 @@ class Ledger:
 
     def end_command(self, history: int) -> None:
         self._reserve()
-        lk.end_command(self.slots, self.slot_free, self.oid_keys, self.oid_slots, self.fills, self.fill_free,
+        lk.end_command(self.slots, self.slot_free, self.oids, self.fills, self.fill_free,
                        self.closed, self.retired, self.meta, history)
 
     def sweep(self) -> None:
@@ -164,7 +162,7 @@ class Ledger:
 
     def slot(self, order_id: int) -> int:
         """The row of a tracked order (open, or ended and in the history), or -1."""
-        return int(lk.find_slot(self.oid_keys, self.oid_slots, order_id))
+        return int(lk.find_slot(self.oids, order_id))
 
     def is_open(self, slot: int) -> bool:
         return slot >= 0 and int(self.slots[slot]["status"]) == STATUS_OPEN
@@ -225,7 +223,7 @@ class Ledger:
 
     def mapped_clordids(self) -> list[list]:
         """The OrigClOrdID map as [account, ClOrdID, order id] entries, in table order."""
-        entries = self.table[self.table > 0] - 1
+        entries = self.table[self.table[:, 0] > 0, 0] - 1
         return [[int(self.pool[entry]["account"]), self.clordid(int(entry)), int(self.pool[entry]["order_id"])]
                 for entry in entries.tolist()]
 
@@ -268,7 +266,7 @@ class Ledger:
         row["status"] = status
         row["fill_first"] = row["fill_last"] = -1
         row["fill_count"] = row["n_clordids"] = 0
-        lk.insert_order_id(self.oid_keys, self.oid_slots, meta, int(fields["order_id"]), slot)
+        lk.insert_order_id(self.oids, meta, int(fields["order_id"]), slot)
         kept = min(per_order, CLORDIDS_MAX)
         for k, clordid in enumerate(clordids):
             self._reserve()

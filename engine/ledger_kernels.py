@@ -6,13 +6,13 @@ Structures (every one an array the ``Ledger`` owns and grows between calls):
 
 - ``slots`` (``TRACK_DTYPE``): one row per tracked order, open or ended and still in the history. Free
   rows are on the ``slot_free`` stack.
-- the order-id table: open addressing with linear probing (``oid_keys``: order id, 0 = empty;
-  ``oid_slots``: its row), for the open orders and the ended ones in the history.
+- the order-id table (``oids``): open addressing with linear probing, a row [order id (0: empty), its
+  row in ``slots``], for the open orders and the ended ones in the history.
 - the ClOrdID pool: ``pool`` (``POOL_DTYPE``: owner order id, hash, account, length) and ``pool_bytes``
   (the ClOrdID's bytes, ``CLORDID_BYTES`` wide), free entries on ``pool_free``. A row of ``slots`` lists
   its order's last ClOrdIDs (oldest first) by pool entry.
-- the ClOrdID table: open addressing (``clordid_table``: pool entry + 1, 0 = empty) keyed by (account,
-  ClOrdID bytes), the OrigClOrdID map.
+- the ClOrdID table (``table``): open addressing keyed by (account, ClOrdID bytes), a row [pool entry + 1
+  (0: empty), the key's hash], the OrigClOrdID map.
 - ``fills`` (``FILL_DTYPE``): each order's fills as a linked list (``fill_first`` .. ``fill_last``), free
   rows on ``fill_free``.
 - ``closed``: the ring of ended orders' rows, oldest first (the history of ended orders).
@@ -59,7 +59,7 @@ TRACK_DTYPE = np.dtype(
         ("reserved", "u1", (4,)),
     ]
 )
-POOL_DTYPE = np.dtype([("order_id", "<i8"), ("hash", "<u8"), ("account", "<i4"), ("length", "<i4")])
+POOL_DTYPE = np.dtype([("order_id", "<i8"), ("hash", "<i8"), ("account", "<i4"), ("length", "<i4")])
 FILL_DTYPE = np.dtype(
     [
         ("seq", "<i8"),
@@ -148,6 +148,7 @@ _CANCEL_ALL = int(CommandKind.CANCEL_ALL)
 _DEPOSIT = int(CommandKind.DEPOSIT)
 _WITHDRAW = int(CommandKind.WITHDRAW)
 _MARKET = int(OrderType.MARKET)
+_LIMIT = int(OrderType.LIMIT)
 _IOC = int(TimeInForce.IOC)
 _FOK = int(TimeInForce.FOK)
 # The cancel reasons that end an order the client did not ask to cancel: it expired.
@@ -176,23 +177,23 @@ def _oid_hash(order_id):
 
 @kernel
 def clordid_hash(account, text, start, length):
-    """Of (account, text[start:start + length])."""
+    """Of (account, text[start:start + length]), as an int64."""
     h = _FNV_OFFSET
     for k in range(length):
         h = (h ^ np.uint64(text[start + k])) * _FNV_PRIME
-    return _mix(h ^ (np.uint64(account) * _GOLDEN))
+    return np.int64(_mix(h ^ (np.uint64(account) * _GOLDEN)))
 
 
 # --- the order-id table -------------------------------------------------------------------------------
 
 
 @kernel(inline=True)
-def _oid_find(oid_keys, order_id):
+def _oid_find(oids, order_id):
     """The table position holding ``order_id``, or -1."""
-    mask = oid_keys.shape[0] - 1
+    mask = oids.shape[0] - 1
     i = np.int64(_oid_hash(order_id) & np.uint64(mask))
     while True:
-        key = oid_keys[i]
+        key = oids[i, 0]
         if key == order_id:
             return i
         if key == 0:
@@ -201,63 +202,63 @@ def _oid_find(oid_keys, order_id):
 
 
 @kernel
-def find_slot(oid_keys, oid_slots, order_id):
+def find_slot(oids, order_id):
     """The row of a tracked order, or -1."""
     if order_id <= 0:
         return -1
-    at = _oid_find(oid_keys, order_id)
-    return oid_slots[at] if at >= 0 else -1
+    at = _oid_find(oids, order_id)
+    return oids[at, 1] if at >= 0 else -1
 
 
 @kernel(inline=True)
-def _oid_insert(oid_keys, oid_slots, meta, order_id, slot):
-    mask = oid_keys.shape[0] - 1
+def _oid_insert(oids, meta, order_id, slot):
+    mask = oids.shape[0] - 1
     i = np.int64(_oid_hash(order_id) & np.uint64(mask))
-    while oid_keys[i] != 0 and oid_keys[i] != order_id:
+    while oids[i, 0] != 0 and oids[i, 0] != order_id:
         i = (i + 1) & mask
-    if oid_keys[i] == 0:
+    if oids[i, 0] == 0:
         meta[M_OIDS] += 1
-    oid_keys[i] = order_id
-    oid_slots[i] = slot
+    oids[i, 0] = order_id
+    oids[i, 1] = slot
 
 
 @kernel
-def _oid_remove(oid_keys, oid_slots, meta, order_id):
-    hole = _oid_find(oid_keys, order_id)
+def _oid_remove(oids, meta, order_id):
+    hole = _oid_find(oids, order_id)
     if hole < 0:
         return
-    mask = oid_keys.shape[0] - 1
+    mask = oids.shape[0] - 1
     j = hole
     while True:
         j = (j + 1) & mask
-        key = oid_keys[j]
+        key = oids[j, 0]
         if key == 0:
             break
         home = np.int64(_oid_hash(key) & np.uint64(mask))
         # Move the entry back into the hole unless its home lies cyclically in (hole, j].
         if (j > hole and (home <= hole or home > j)) or (j < hole and home <= hole and home > j):
-            oid_keys[hole] = key
-            oid_slots[hole] = oid_slots[j]
+            oids[hole, 0] = key
+            oids[hole, 1] = oids[j, 1]
             hole = j
-    oid_keys[hole] = 0
-    oid_slots[hole] = 0
+    oids[hole, 0] = 0
+    oids[hole, 1] = 0
     meta[M_OIDS] -= 1
 
 
 @kernel
-def rehash_oids(old_keys, old_slots, new_keys, new_slots, meta):
+def rehash_oids(old, new, meta):
     meta[M_OIDS] = 0
-    for i in range(old_keys.shape[0]):
-        if old_keys[i] != 0:
-            _oid_insert(new_keys, new_slots, meta, old_keys[i], old_slots[i])
+    for i in range(old.shape[0]):
+        if old[i, 0] != 0:
+            _oid_insert(new, meta, old[i, 0], old[i, 1])
 
 
 # --- the ClOrdID table --------------------------------------------------------------------------------
 
 
 @kernel(inline=True)
-def _same_clordid(pool, pool_bytes, entry, account, text, start, length, h):
-    if pool[entry].hash != h or pool[entry].account != account or pool[entry].length != length:
+def _same_clordid(pool, pool_bytes, entry, account, text, start, length):
+    if pool[entry].account != account or pool[entry].length != length:
         return False
     for k in range(length):
         if pool_bytes[entry, k] != text[start + k]:
@@ -267,17 +268,18 @@ def _same_clordid(pool, pool_bytes, entry, account, text, start, length, h):
 
 @kernel
 def clordid_find(table, pool, pool_bytes, account, text, start, length):
-    """The table position of (account, ClOrdID), or -1."""
+    """The table position of (account, ClOrdID), or -1. A table row is [pool entry + 1 (0: empty), hash]:
+    a probe reads the pool only where the hash matches."""
     if length <= 0 or length > CLORDID_BYTES:
         return -1
     h = clordid_hash(account, text, start, length)
     mask = table.shape[0] - 1
-    i = np.int64(h & np.uint64(mask))
+    i = h & mask
     while True:
-        entry = table[i] - 1
+        entry = table[i, 0] - 1
         if entry < 0:
             return -1
-        if _same_clordid(pool, pool_bytes, entry, account, text, start, length, h):
+        if table[i, 1] == h and _same_clordid(pool, pool_bytes, entry, account, text, start, length):
             return i
         i = (i + 1) & mask
 
@@ -286,41 +288,44 @@ def clordid_find(table, pool, pool_bytes, account, text, start, length):
 def resolve_clordid(table, pool, pool_bytes, account, text):
     """The order id (account, ClOrdID ``text``) names, or 0."""
     at = clordid_find(table, pool, pool_bytes, account, text, 0, text.shape[0])
-    return pool[table[at] - 1].order_id if at >= 0 else 0
+    return pool[table[at, 0] - 1].order_id if at >= 0 else 0
 
 
 @kernel(inline=True)
 def _table_place(table, pool, entry):
     """Put pool ``entry`` into the table (its key is not there)."""
     mask = table.shape[0] - 1
-    i = np.int64(pool[entry].hash & np.uint64(mask))
-    while table[i] != 0:
+    h = pool[entry].hash
+    i = h & mask
+    while table[i, 0] != 0:
         i = (i + 1) & mask
-    table[i] = entry + 1
+    table[i, 0] = entry + 1
+    table[i, 1] = h
 
 
 @kernel
-def _table_remove(table, pool, meta, hole):
+def _table_remove(table, meta, hole):
     mask = table.shape[0] - 1
     j = hole
     while True:
         j = (j + 1) & mask
-        entry = table[j] - 1
-        if entry < 0:
+        if table[j, 0] == 0:
             break
-        home = np.int64(pool[entry].hash & np.uint64(mask))
+        home = table[j, 1] & mask
         if (j > hole and (home <= hole or home > j)) or (j < hole and home <= hole and home > j):
-            table[hole] = table[j]
+            table[hole, 0] = table[j, 0]
+            table[hole, 1] = table[j, 1]
             hole = j
-    table[hole] = 0
+    table[hole, 0] = 0
+    table[hole, 1] = 0
     meta[M_CLORDIDS] -= 1
 
 
 @kernel
 def rehash_clordids(old_table, new_table, pool):
     for i in range(old_table.shape[0]):
-        if old_table[i] != 0:
-            _table_place(new_table, pool, old_table[i] - 1)
+        if old_table[i, 0] != 0:
+            _table_place(new_table, pool, old_table[i, 0] - 1)
 
 
 @kernel(inline=True)
@@ -338,7 +343,7 @@ def _map_clordid(table, pool, pool_bytes, pool_free, meta, order_id, account, te
         pool_bytes[entry, k] = text[start + k]
     at = clordid_find(table, pool, pool_bytes, account, text, start, length)
     if at >= 0:
-        table[at] = entry + 1
+        table[at, 0] = entry + 1
     else:
         _table_place(table, pool, entry)
         meta[M_CLORDIDS] += 1
@@ -351,8 +356,8 @@ def sweep(table, pool, pool_bytes, pool_free, retired, meta):
     for r in range(meta[M_RETIRED]):
         entry = retired[r]
         at = clordid_find(table, pool, pool_bytes, pool[entry].account, pool_bytes[entry], 0, pool[entry].length)
-        if at >= 0 and table[at] - 1 == entry:
-            _table_remove(table, pool, meta, at)
+        if at >= 0 and table[at, 0] - 1 == entry:
+            _table_remove(table, meta, at)
         pool_free[meta[M_POOL_FREE]] = entry
         meta[M_POOL_FREE] += 1
     meta[M_RETIRED] = 0
@@ -382,9 +387,9 @@ def _add_fill(slots, fills, fill_free, meta, slot, seq, ts, price, qty, amount, 
 
 
 @kernel
-def _evict(slots, slot_free, oid_keys, oid_slots, fills, fill_free, retired, meta, slot):
+def _evict(slots, slot_free, oids, fills, fill_free, retired, meta, slot):
     """An ended order leaves the history: its row and fills are freed now, its ClOrdIDs at the next sweep."""
-    _oid_remove(oid_keys, oid_slots, meta, slots[slot].order_id)
+    _oid_remove(oids, meta, slots[slot].order_id)
     for k in range(slots[slot].n_clordids):
         retired[meta[M_RETIRED]] = slots[slot].clordids[k]
         meta[M_RETIRED] += 1
@@ -399,7 +404,7 @@ def _evict(slots, slot_free, oid_keys, oid_slots, fills, fill_free, retired, met
 
 
 @kernel
-def _close(slots, slot_free, oid_keys, oid_slots, fills, fill_free, closed, retired, meta, slot, status, history):
+def _close(slots, slot_free, oids, fills, fill_free, closed, retired, meta, slot, status, history):
     """The order has ended: its last state joins the history, whose oldest leaves beyond ``history``."""
     slots[slot].status = status
     size = closed.shape[0]
@@ -409,30 +414,30 @@ def _close(slots, slot_free, oid_keys, oid_slots, fills, fill_free, closed, reti
         oldest = closed[meta[M_CLOSED_HEAD]]
         meta[M_CLOSED_HEAD] = (meta[M_CLOSED_HEAD] + 1) % size
         meta[M_CLOSED_COUNT] -= 1
-        _evict(slots, slot_free, oid_keys, oid_slots, fills, fill_free, retired, meta, oldest)
+        _evict(slots, slot_free, oids, fills, fill_free, retired, meta, oldest)
 
 
 @kernel
-def _end_transient(slots, slot_free, oid_keys, oid_slots, fills, fill_free, closed, retired, meta, history):
+def _end_transient(slots, slot_free, oids, fills, fill_free, closed, retired, meta, history):
     """An IOC, FOK or market order whose command is over and that no event ended (it filled)."""
     order_id = meta[M_TRANSIENT]
     meta[M_TRANSIENT] = 0
-    slot = find_slot(oid_keys, oid_slots, order_id)
+    slot = find_slot(oids, order_id)
     if slot >= 0 and slots[slot].status == STATUS_OPEN:
         done = slots[slot].filled > 0 if slots[slot].qty > 0 else slots[slot].cum_quote > 0
-        _close(slots, slot_free, oid_keys, oid_slots, fills, fill_free, closed, retired, meta, slot,
+        _close(slots, slot_free, oids, fills, fill_free, closed, retired, meta, slot,
                STATUS_FILLED if done else STATUS_EXPIRED, history)
 
 
 @kernel
-def end_command(slots, slot_free, oid_keys, oid_slots, fills, fill_free, closed, retired, meta, history):
+def end_command(slots, slot_free, oids, fills, fill_free, closed, retired, meta, history):
     if meta[M_TRANSIENT] != 0:
-        _end_transient(slots, slot_free, oid_keys, oid_slots, fills, fill_free, closed, retired, meta, history)
+        _end_transient(slots, slot_free, oids, fills, fill_free, closed, retired, meta, history)
 
 
 @kernel(inline=True)
-def _open_slot(slots, oid_keys, oid_slots, order_id):
-    slot = find_slot(oid_keys, oid_slots, order_id)
+def _open_slot(slots, oids, order_id):
+    slot = find_slot(oids, order_id)
     if slot >= 0 and slots[slot].status != STATUS_OPEN:
         return -1
     return slot
@@ -456,7 +461,7 @@ def _route(routes, i, gateway, session, account, role, clordid, cum_quote):
 
 @kernel
 def track(events, start, first, command_kinds, command_order_ids, origins, sessions, text, offsets,
-          slots, slot_free, oid_keys, oid_slots, table, pool, pool_bytes, pool_free, fills, fill_free, closed,
+          slots, slot_free, oids, table, pool, pool_bytes, pool_free, fills, fill_free, closed,
           retired, meta, routes, history, per_order):
     """Follow ``events[start:]`` (a chunk of a batch whose first seq is ``first``; the command columns are
     the batch's, ``text[offsets[k]:offsets[k + 1]]`` the k-th command's ClOrdID) and route each.
@@ -465,7 +470,7 @@ def track(events, start, first, command_kinds, command_order_ids, origins, sessi
     n_commands = command_kinds.shape[0]
     for i in range(start, events.shape[0]):
         if (meta[M_SLOTS_FREE] < NEED_SLOTS or meta[M_POOL_FREE] < NEED_POOL or meta[M_FILLS_FREE] < NEED_FILLS
-                or retired.shape[0] - meta[M_RETIRED] < NEED_RETIRED or 2 * (meta[M_OIDS] + 1) > oid_keys.shape[0]
+                or retired.shape[0] - meta[M_RETIRED] < NEED_RETIRED or 2 * (meta[M_OIDS] + 1) > oids.shape[0]
                 or 2 * (meta[M_CLORDIDS] + 1) > table.shape[0]
                 or closed.shape[0] - meta[M_CLOSED_COUNT] < NEED_CLOSED):
             return i
@@ -476,7 +481,7 @@ def track(events, start, first, command_kinds, command_order_ids, origins, sessi
         routes[i].unknown = 0
         if seq != meta[M_SEQ]:
             if meta[M_TRANSIENT] != 0:
-                _end_transient(slots, slot_free, oid_keys, oid_slots, fills, fill_free, closed, retired, meta,
+                _end_transient(slots, slot_free, oids, fills, fill_free, closed, retired, meta,
                                history)
             at = seq - first
             if at < 0 or at >= n_commands:
@@ -503,7 +508,7 @@ def track(events, start, first, command_kinds, command_order_ids, origins, sessi
                 _route(routes, i, gateway, session, account, ROLE_ORDER, CLORDID_OF_COMMAND, 0)
         elif kind == _TRADE:
             amount = event.amount
-            taker = _open_slot(slots, oid_keys, oid_slots, oid)
+            taker = _open_slot(slots, oids, oid)
             if taker < 0:
                 routes[i].unknown = 1
                 _route(routes, i, gateway, session, account, ROLE_TAKER, CLORDID_OF_COMMAND, amount)
@@ -516,9 +521,9 @@ def track(events, start, first, command_kinds, command_order_ids, origins, sessi
                 _route(routes, i, slots[taker].gateway, slots[taker].session, slots[taker].account, ROLE_TAKER,
                        _current_clordid(slots, taker), slots[taker].cum_quote)
                 if event.leaves == 0 and slots[taker].qty > 0:
-                    _close(slots, slot_free, oid_keys, oid_slots, fills, fill_free, closed, retired, meta, taker,
+                    _close(slots, slot_free, oids, fills, fill_free, closed, retired, meta, taker,
                            STATUS_FILLED, history)
-            maker = _open_slot(slots, oid_keys, oid_slots, event.maker_order_id)
+            maker = _open_slot(slots, oids, event.maker_order_id)
             if maker < 0:
                 routes[i].unknown += 2
             else:
@@ -534,7 +539,7 @@ def track(events, start, first, command_kinds, command_order_ids, origins, sessi
                 routes[i].maker_clordid = _current_clordid(slots, maker)
                 routes[i].maker_cum_quote = slots[maker].cum_quote
                 if event.maker_leaves == 0:
-                    _close(slots, slot_free, oid_keys, oid_slots, fills, fill_free, closed, retired, meta, maker,
+                    _close(slots, slot_free, oids, fills, fill_free, closed, retired, meta, maker,
                            STATUS_FILLED, history)
         elif kind == _ACCEPTED:
             meta[M_SLOTS_FREE] -= 1
@@ -557,7 +562,7 @@ def track(events, start, first, command_kinds, command_order_ids, origins, sessi
             slots[slot].fill_last = -1
             slots[slot].fill_count = 0
             slots[slot].n_clordids = 0
-            _oid_insert(oid_keys, oid_slots, meta, oid, slot)
+            _oid_insert(oids, meta, oid, slot)
             length = offsets[at + 1] - offsets[at]
             if 0 < length <= CLORDID_BYTES:
                 slots[slot].clordids[0] = _map_clordid(table, pool, pool_bytes, pool_free, meta, oid, account, text,
@@ -567,7 +572,7 @@ def track(events, start, first, command_kinds, command_order_ids, origins, sessi
                 meta[M_TRANSIENT] = oid  # never rests: it ends with its command
             _route(routes, i, gateway, session, account, ROLE_ORDER, CLORDID_OF_COMMAND, 0)
         elif kind == _CANCELLED:
-            slot = _open_slot(slots, oid_keys, oid_slots, oid)
+            slot = _open_slot(slots, oids, oid)
             own = command_kind == _CANCEL or command_kind == _CANCEL_ALL or oid == meta[M_TARGET]
             if slot >= 0 and not own:  # a resting order cancelled by self-trade prevention
                 _route(routes, i, slots[slot].gateway, slots[slot].session, slots[slot].account, ROLE_ORDER,
@@ -580,10 +585,10 @@ def track(events, start, first, command_kinds, command_order_ids, origins, sessi
                 slots[slot].ts = event.ts
                 reason = event.reason
                 expired = reason == _IOC_REMAINDER or reason == _FOK_KILLED or reason == _MARKET_REMAINDER
-                _close(slots, slot_free, oid_keys, oid_slots, fills, fill_free, closed, retired, meta, slot,
+                _close(slots, slot_free, oids, fills, fill_free, closed, retired, meta, slot,
                        STATUS_EXPIRED if expired else STATUS_CANCELED, history)
         elif kind == _REPLACED:
-            slot = _open_slot(slots, oid_keys, oid_slots, oid)
+            slot = _open_slot(slots, oids, oid)
             cum_quote = 0
             if slot >= 0:
                 slots[slot].price = event.price
@@ -610,7 +615,7 @@ def track(events, start, first, command_kinds, command_order_ids, origins, sessi
         elif kind == _REJECTED:
             cum_quote = 0
             if command_kind == _CANCEL or command_kind == _CANCEL_REPLACE:
-                slot = _open_slot(slots, oid_keys, oid_slots, oid)
+                slot = _open_slot(slots, oids, oid)
                 if slot >= 0 and slots[slot].account == account:
                     cum_quote = slots[slot].cum_quote
             _route(routes, i, gateway, session, account, ROLE_ORDER, CLORDID_OF_COMMAND, cum_quote)
@@ -623,8 +628,8 @@ def track(events, start, first, command_kinds, command_order_ids, origins, sessi
 
 
 @kernel
-def insert_order_id(oid_keys, oid_slots, meta, order_id, slot):
-    _oid_insert(oid_keys, oid_slots, meta, order_id, slot)
+def insert_order_id(oids, meta, order_id, slot):
+    _oid_insert(oids, meta, order_id, slot)
 
 
 @kernel
@@ -642,7 +647,34 @@ def point_clordid(table, pool, pool_bytes, meta, entry):
     """Make the key of pool ``entry`` map to it."""
     at = clordid_find(table, pool, pool_bytes, pool[entry].account, pool_bytes[entry], 0, pool[entry].length)
     if at >= 0:
-        table[at] = entry + 1
+        table[at, 0] = entry + 1
     else:
         _table_place(table, pool, entry)
         meta[M_CLORDIDS] += 1
+
+
+# --- the last seq of each market and account topic (state: it chains the topics' messages) -------------
+
+
+@kernel
+def topic_seqs(events, market_last, account_last):
+    """What the report routing records of a chunk when no message is built: the last seq of each symbol's
+    market topic (a trade, or a book level changed by a limit order that can rest) and of each account's
+    topic (its events, and the trades where it is the maker)."""
+    symbols = market_last.shape[0]
+    accounts = account_last.shape[0]
+    for i in range(events.shape[0]):
+        kind = events[i].kind
+        seq = events[i].seq
+        symbol = events[i].symbol
+        if kind == _TRADE or ((kind == _ACCEPTED or kind == _CANCELLED or kind == _REPLACED)
+                              and events[i].order_type == _LIMIT and events[i].tif != _IOC and events[i].tif != _FOK):
+            if 0 <= symbol < symbols:
+                market_last[symbol] = seq
+        account = events[i].account
+        if 0 <= account < accounts:
+            account_last[account] = seq
+        if kind == _TRADE:
+            maker = events[i].maker_account
+            if maker != account and 0 <= maker < accounts:
+                account_last[maker] = seq
