@@ -16,11 +16,14 @@ is dropped for want of room.
 
 from __future__ import annotations
 
+from itertools import accumulate
 from typing import Any
 
 import numpy as np
 
+from common.records import COMMAND_DTYPE, EVENT_DTYPE
 from engine import ledger_kernels as lk
+from engine.jit import entry_point
 from engine.ledger_kernels import (
     CLORDID_BYTES,
     CLORDID_NONE,
@@ -55,16 +58,27 @@ def _grown(array: np.ndarray, rows: int) -> np.ndarray:
 
 
 def clordid_text(clordids: list[str]) -> tuple[np.ndarray, np.ndarray]:
-    """The ClOrdIDs of a batch as the kernels read them: their UTF-8 bytes one after the other, and the
-    offset of each (``offsets[k]:offsets[k + 1]``)."""
+    """The ClOrdIDs of a batch as the kernels read them: their UTF-8 bytes one after the other (read-only),
+    and the offset of each (``offsets[k]:offsets[k + 1]``)."""
     joined = "".join(clordids)
     text = joined.encode()
-    lengths = np.fromiter(map(len, clordids), dtype=np.int64, count=len(clordids))
-    if len(text) != len(joined):  # not all ASCII: lengths in bytes
-        lengths = np.fromiter((len(clordid.encode()) for clordid in clordids), dtype=np.int64, count=len(clordids))
-    offsets = np.zeros(len(clordids) + 1, dtype=np.int64)
-    np.cumsum(lengths, out=offsets[1:])
-    return np.frombuffer(text, dtype=np.uint8) if text else np.zeros(1, dtype=np.uint8), offsets
+    # One pass in C either way: a numpy cumsum costs more than the whole of a one-command batch's text.
+    lengths = map(len, clordids) if len(text) == len(joined) else (len(clordid.encode()) for clordid in clordids)
+    offsets = np.fromiter(accumulate(lengths, initial=0), dtype=np.int64, count=len(clordids) + 1)
+    return np.frombuffer(text or b"\0", dtype=np.uint8), offsets
+
+
+# Compiled entry points of the kernels called per chunk, made for the types of their first call (see
+# engine.jit.entry_point: a dispatcher call works out the type of each of the 24 arguments first, 6 us of
+# a one-command batch). The callers pass the same types always (Ledger.track's docstring).
+_ENTRIES: dict[Any, Any] = {}
+
+
+def _entry(dispatcher, args: tuple):
+    entry = _ENTRIES.get(dispatcher)
+    if entry is None:
+        entry = _ENTRIES[dispatcher] = entry_point(dispatcher, args)
+    return entry
 
 
 class Ledger:
@@ -88,31 +102,47 @@ class Ledger:
         return (self.slots, self.slot_free, self.oids, self.table, self.pool, self.pool_bytes,
                 self.pool_free, self.fills, self.fill_free, self.closed, self.retired, self.meta)
 
+    @staticmethod
+    def warm_up() -> None:
+        """Compile every kernel a ledger calls in traffic, or load it from the cache, on a scratch ledger
+        (one probe event of no known kind: nothing is tracked)."""
+        ledger = Ledger()
+        ledger.track(np.zeros(1, dtype=EVENT_DTYPE), 0, np.zeros(1, dtype=COMMAND_DTYPE), np.zeros(1, dtype=np.uint64),
+                     *clordid_text([""]), new_routes(1), 1, 1)
+        ledger.end_command(1)
+        ledger.add_orphan(0, "warm-up", 1)
+        ledger.sweep()
+        ledger.resolve(0, "warm-up")
+        ledger.slot(1)
+        lk.rehash_oids(ledger.oids, np.zeros_like(ledger.oids), ledger.meta.copy())
+        lk.rehash_clordids(ledger.table, np.zeros_like(ledger.table), ledger.pool)
+        lk.topic_seqs(np.zeros(1, dtype=EVENT_DTYPE), np.zeros(1, dtype=np.int64), np.zeros(1, dtype=np.int64))
+
     # --- room ---------------------------------------------------------------------------------------------
 
     def _reserve(self) -> None:
         """Grow every structure that has less room left than one event may need (ledger_kernels NEED_*)."""
         meta = self.meta
-        if meta[lk.M_SLOTS_FREE] < lk.NEED_SLOTS:
+        while meta[lk.M_SLOTS_FREE] < lk.NEED_SLOTS:
             self.slots, self.slot_free = self._grow_rows(self.slots, self.slot_free, lk.M_SLOTS_FREE)
-        if meta[lk.M_POOL_FREE] < lk.NEED_POOL:
+        while meta[lk.M_POOL_FREE] < lk.NEED_POOL:
             self.pool, self.pool_free = self._grow_rows(self.pool, self.pool_free, lk.M_POOL_FREE)
             self.pool_bytes = _grown(self.pool_bytes, len(self.pool))
-        if meta[lk.M_FILLS_FREE] < lk.NEED_FILLS:
+        while meta[lk.M_FILLS_FREE] < lk.NEED_FILLS:
             self.fills, self.fill_free = self._grow_rows(self.fills, self.fill_free, lk.M_FILLS_FREE)
         if len(self.retired) - meta[lk.M_RETIRED] < lk.NEED_RETIRED:
             self.retired = _grown(self.retired, 2 * len(self.retired) + lk.NEED_RETIRED)
-        if len(self.closed) - meta[lk.M_CLOSED_COUNT] < lk.NEED_CLOSED:
+        while len(self.closed) - meta[lk.M_CLOSED_COUNT] < lk.NEED_CLOSED:
             count, head = int(meta[lk.M_CLOSED_COUNT]), int(meta[lk.M_CLOSED_HEAD])
             ring = np.zeros(2 * len(self.closed), dtype=np.int64)
             ring[:count] = self.closed[(head + np.arange(count)) % len(self.closed)]
             self.closed = ring
             meta[lk.M_CLOSED_HEAD] = 0
-        if 2 * (meta[lk.M_OIDS] + 1) > len(self.oids):
+        while 2 * (meta[lk.M_OIDS] + 1) > len(self.oids):
             oids = np.zeros((2 * len(self.oids), 2), dtype=np.int64)
             lk.rehash_oids(self.oids, oids, meta)
             self.oids = oids
-        if 2 * (meta[lk.M_CLORDIDS] + 1) > len(self.table):
+        while 2 * (meta[lk.M_CLORDIDS] + 1) > len(self.table):
             table = np.zeros((2 * len(self.table), 2), dtype=np.int64)
             lk.rehash_clordids(self.table, table, self.pool)
             self.table = table
@@ -128,32 +158,35 @@ class Ledger:
 
     # --- following events ---------------------------------------------------------------------------------
 
-    def clear_cursor(self) -> None:
-        """Forget the command being read: before and after each batch (the cursor is not state: it depends
-        on where batches begin)."""
-        self.meta[lk.M_SEQ : lk.M_AT + 1] = 0
-
-    def track(self, events: np.ndarray, first: int, records: np.ndarray, sessions: np.ndarray, text: np.ndarray,
+    def track(self, events: np.ndarray, first: int, commands: np.ndarray, sessions: np.ndarray, text: np.ndarray,
               offsets: np.ndarray, routes: np.ndarray, history: int, per_order: int) -> None:
-        """Follow a chunk of events of the batch whose first seq is ``first`` (``records``, ``sessions``,
-        ``text`` and ``offsets`` are the batch's); ``routes[i]`` says where ``events[i]`` goes."""
+        """Follow a chunk of the events of ``commands`` (a part of a batch whose first seq is ``first``, their
+        OrigClOrdIDs resolved; the k-th command's session is ``sessions[k]`` (uint64), its ClOrdID
+        ``text[offsets[k]:offsets[k + 1]]``); ``routes[i]`` says where ``events[i]`` goes. Every array
+        C-contiguous, ``text`` read-only, the others writable: the kernel is called without type checks."""
         if per_order > CLORDIDS_MAX:
             raise ValueError(f"an order lists at most {CLORDIDS_MAX} ClOrdIDs")
+        if not (events.flags.c_contiguous and commands.flags.c_contiguous):
+            raise ValueError("the ledger reads C-contiguous events and commands")
         start = 0
-        kinds, order_ids, origins = records["kind"], records["order_id"], records["origin"]
         while True:
-            self._reserve()
-            start = lk.track(events, start, first, kinds, order_ids, origins, sessions, text, offsets, *self._state(),
-                             routes, history, per_order)
+            args = (events, start, first, commands, sessions, text, offsets, *self._state(), routes, history,
+                    per_order)
+            start = _entry(lk.track, args)(*args)
             if start == lk.DONE:
                 return
             if start == lk.OUTSIDE_BATCH:
                 raise StreamOutsideBatch("the engine reported an event of a seq outside the batch")
+            self._reserve()  # then on from the event that did not fit
 
     def end_command(self, history: int) -> None:
-        self._reserve()
-        lk.end_command(self.slots, self.slot_free, self.oids, self.fills, self.fill_free,
-                       self.closed, self.retired, self.meta, history)
+        """The last command of a part of a batch is over."""
+        while True:
+            args = (self.slots, self.slot_free, self.oids, self.fills, self.fill_free, self.closed, self.retired,
+                    self.meta, history)
+            if _entry(lk.end_command, args)(*args):
+                return
+            self._reserve()
 
     def sweep(self) -> None:
         lk.sweep(self.table, self.pool, self.pool_bytes, self.pool_free, self.retired, self.meta)
@@ -166,11 +199,6 @@ class Ledger:
 
     def is_open(self, slot: int) -> bool:
         return slot >= 0 and int(self.slots[slot]["status"]) == STATUS_OPEN
-
-    def open_price(self, order_id: int) -> int | None:
-        """An open order's limit, or None."""
-        slot = self.slot(order_id)
-        return int(self.slots[slot]["price"]) if self.is_open(slot) else None
 
     def resolve(self, account: int, clordid: str) -> int:
         """The order id (account, ClOrdID) names in the OrigClOrdID map, or 0."""

@@ -82,6 +82,7 @@ ROUTE_DTYPE = np.dtype(
         ("maker_session", "<u8"),
         ("maker_clordid", "<i8"),
         ("maker_cum_quote", "<i8"),
+        ("old_price", "<i8"),  # REPLACED: the order's limit before (the event's own if it is not tracked)
         ("gateway", "<i4"),
         ("account", "<i4"),
         ("maker_gateway", "<i4"),
@@ -431,8 +432,16 @@ def _end_transient(slots, slot_free, oids, fills, fill_free, closed, retired, me
 
 @kernel
 def end_command(slots, slot_free, oids, fills, fill_free, closed, retired, meta, history):
+    """The end of a part of a batch (its last command is over): end that command's IOC, FOK or market order
+    if no event did, and forget the cursor (it depends on where batches begin: not state). Returns False,
+    doing nothing, if the history might not have room for the order."""
     if meta[M_TRANSIENT] != 0:
+        if closed.shape[0] - meta[M_CLOSED_COUNT] < 1 or retired.shape[0] - meta[M_RETIRED] < CLORDIDS_MAX:
+            return False
         _end_transient(slots, slot_free, oids, fills, fill_free, closed, retired, meta, history)
+    for k in range(M_SEQ, M_AT + 1):
+        meta[k] = 0
+    return True
 
 
 @kernel(inline=True)
@@ -460,14 +469,15 @@ def _route(routes, i, gateway, session, account, role, clordid, cum_quote):
 
 
 @kernel
-def track(events, start, first, command_kinds, command_order_ids, origins, sessions, text, offsets,
+def track(events, start, first, commands, sessions, text, offsets,
           slots, slot_free, oids, table, pool, pool_bytes, pool_free, fills, fill_free, closed,
           retired, meta, routes, history, per_order):
-    """Follow ``events[start:]`` (a chunk of a batch whose first seq is ``first``; the command columns are
-    the batch's, ``text[offsets[k]:offsets[k + 1]]`` the k-th command's ClOrdID) and route each.
+    """Follow ``events[start:]`` (a chunk of the events of ``commands``, whose first seq is ``first``, their
+    OrigClOrdIDs resolved; the k-th command's session is ``sessions[k]``, its ClOrdID
+    ``text[offsets[k]:offsets[k + 1]]``) and route each.
 
     Returns DONE, OUTSIDE_BATCH, or the position of the first event not read for want of room."""
-    n_commands = command_kinds.shape[0]
+    n_commands = commands.shape[0]
     for i in range(start, events.shape[0]):
         if (meta[M_SLOTS_FREE] < NEED_SLOTS or meta[M_POOL_FREE] < NEED_POOL or meta[M_FILLS_FREE] < NEED_FILLS
                 or retired.shape[0] - meta[M_RETIRED] < NEED_RETIRED or 2 * (meta[M_OIDS] + 1) > oids.shape[0]
@@ -488,17 +498,17 @@ def track(events, start, first, command_kinds, command_order_ids, origins, sessi
                 return OUTSIDE_BATCH
             meta[M_SEQ] = seq
             meta[M_AT] = at
-            kind = np.int64(command_kinds[at])
+            kind = np.int64(commands[at].kind)
             meta[M_KIND] = kind
             if kind == _NEW:
                 meta[M_TARGET] = seq
             elif kind == _CANCEL_REPLACE:
-                meta[M_TARGET] = command_order_ids[at]
+                meta[M_TARGET] = commands[at].order_id
             else:
                 meta[M_TARGET] = 0
         at = meta[M_AT]
         command_kind = meta[M_KIND]
-        gateway = origins[at]
+        gateway = commands[at].origin
         session = sessions[at]
         kind = event.kind
         oid = event.order_id
@@ -590,6 +600,7 @@ def track(events, start, first, command_kinds, command_order_ids, origins, sessi
         elif kind == _REPLACED:
             slot = _open_slot(slots, oids, oid)
             cum_quote = 0
+            routes[i].old_price = slots[slot].price if slot >= 0 else event.price
             if slot >= 0:
                 slots[slot].price = event.price
                 slots[slot].qty = event.qty

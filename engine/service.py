@@ -10,7 +10,8 @@ replaying the journal rebuilds it exactly. The report messages are not: a topic'
 1 with the process, and every message carries the process's ``epoch``, so a subscriber that sees a new
 epoch knows the engine restarted; and the messages of a batch depend on where batches begin.
 
-What the engine core does not know and this class keeps (docs/architecture.md):
+What the engine core does not know and this class keeps (docs/architecture.md); the order tracking and
+the OrigClOrdID map are arrays updated by one kernel call per chunk of events (engine/ledger.py):
 
 - the last ``CLORDIDS_PER_ORDER`` ClOrdIDs of every order, per account, so that a CANCEL or CANCEL_REPLACE
   may name its target by OrigClOrdID. The map is built from events only (ACCEPTED: the NEW's ClOrdID;
@@ -47,7 +48,7 @@ from __future__ import annotations
 
 import logging
 from collections import OrderedDict, deque
-from typing import Any
+from typing import Any, NamedTuple
 
 import numpy as np
 
@@ -208,11 +209,13 @@ class EngineService:
         return self._last_seq
 
     def warm_up(self) -> None:
-        """Compile the engine's kernels now (a command of no known kind: rejected, nothing changes)."""
+        """Compile the engine's and the ledger's kernels now (a command of no known kind: rejected, nothing
+        changes)."""
         probe = np.zeros(1, dtype=COMMAND_DTYPE)
         for _ in self.engine.process(probe):
             pass
         self.engine.order(1)
+        Ledger.warm_up()
 
     # --- applying batches ---------------------------------------------------------------------------
 
@@ -243,7 +246,6 @@ class EngineService:
             context = _BatchContext(batch.first, records, envelopes, report, resend)
         except (OverflowError, ValueError) as exc:  # a session id that is not a 64-bit unsigned integer
             raise StreamInconsistency(f"batch {batch.first}..{batch.last}: {exc}") from None
-        self._ledger.clear_cursor()
         output = _Output()
         start = 0
         for index, is_sweep in self._stops(records, envelopes):
@@ -262,7 +264,6 @@ class EngineService:
             resolved = self._ledger.resolve(*key)
             records[index]["order_id"] = resolved
         self._run(records[start:], context, output)
-        self._ledger.clear_cursor()
         self._last_seq = batch.last
         messages = self._messages(output) if report else []
         _set_last(self._market_last, output.market_seq)
@@ -286,29 +287,24 @@ class EngineService:
         return stops
 
     def _run(self, commands: np.ndarray, context: "_BatchContext", output: _Output) -> None:
+        """Apply a part of the batch (consecutive commands, their OrigClOrdIDs resolved)."""
+        at, count = int(commands["seq"][0]) - context.first, len(commands)
+        part = _Part(context.first + at, commands, context.session_column[at : at + count], context.text,
+                     context.offsets[at : at + count + 1])
         for chunk in self.engine.process(commands):
-            self._take_chunk(chunk, context, output)
+            self._take_chunk(chunk, context, part, output)
         self._ledger.end_command(CLOSED_ORDER_HISTORY)
 
-    def _take_chunk(self, chunk: np.ndarray, ctx: "_BatchContext", output: _Output) -> None:
+    def _take_chunk(self, chunk: np.ndarray, ctx: "_BatchContext", part: "_Part", output: _Output) -> None:
         """Update the order tracking from one chunk of events and route its events to topics."""
-        offset = output.count  # positions are counted over the whole batch
-        if ctx.report:
-            # The columns the loops read, each as a list once: indexing a list is what they do per event (a
-            # field of a numpy record costs about as much as a whole list element's work).
-            self._route_downstream(chunk["kind"].tolist(), chunk["seq"].tolist(), chunk["order_id"].tolist(),
-                                   chunk["account"].tolist(), chunk["symbol"].tolist(), chunk["side"].tolist(),
-                                   chunk["price"].tolist(), chunk["order_type"].tolist(), chunk["tif"].tolist(),
-                                   chunk["maker_account"].tolist(), offset, output)
-        else:  # the state alone: the topics' last seqs
+        if not ctx.report:  # the state alone: the topics' last seqs
             topic_seqs(chunk, self._market_last, self._account_last)
         self._remember_outcomes(chunk, ctx)
         if len(self._routes) < len(chunk):
             self._routes = new_routes(len(chunk))
         routes = self._routes[: len(chunk)]
         try:
-            self._ledger.track(chunk, ctx.first, ctx.records, ctx.session_column, ctx.text, ctx.offsets, routes,
-                               CLOSED_ORDER_HISTORY, CLORDIDS_PER_ORDER)
+            self._ledger.track(chunk, *part, routes, CLOSED_ORDER_HISTORY, CLORDIDS_PER_ORDER)
         except StreamOutsideBatch as exc:
             raise StreamInconsistency(str(exc)) from None
         unknown = np.flatnonzero(routes["unknown"])
@@ -322,6 +318,12 @@ class EngineService:
                             int(event["maker_order_id"]))
         ctx.read_seq = int(chunk["seq"][-1])
         if ctx.report:
+            # The columns the loops read, each as a list once: indexing a list is what they do per event (a
+            # field of a numpy record costs about as much as a whole list element's work).
+            self._route_downstream(chunk["kind"].tolist(), chunk["seq"].tolist(), chunk["account"].tolist(),
+                                   chunk["symbol"].tolist(), chunk["side"].tolist(), chunk["price"].tolist(),
+                                   routes["old_price"].tolist(), chunk["order_type"].tolist(),
+                                   chunk["tif"].tolist(), chunk["maker_account"].tolist(), output)
             self._gather_items(chunk, routes, ctx, output)
             output.chunks.append(chunk.tobytes())
             output.count += len(chunk)
@@ -332,40 +334,36 @@ class EngineService:
         gateway_positions, gateway_items = output.gateway_positions, output.gateway_items
         own_clordid, maker_clordid = output.own_clordid, output.maker_clordid
         listeners = self.account_listeners
-        clordids, first, resend, ledger = ctx.clordids, ctx.first, ctx.resend, self._ledger
+        clordids, first, resend = ctx.clordids, ctx.first, ctx.resend
         seqs = chunk["seq"].tolist()
-        roles, maker_roles = routes["role"].tolist(), routes["maker_role"].tolist()
-        sides = (
-            (roles, routes["gateway"].tolist(), routes["session"].tolist(), routes["account"].tolist(),
-             routes["clordid"].tolist(), routes["cum_quote"].tolist(), own_clordid),
-            (maker_roles, routes["maker_gateway"].tolist(), routes["maker_session"].tolist(),
-             routes["maker_account"].tolist(), routes["maker_clordid"].tolist(), routes["maker_cum_quote"].tolist(),
-             maker_clordid),
-        )
-        for i in range(len(seqs)):
-            if not roles[i] and not maker_roles[i]:
+        # Each route a tuple in ROUTE_DTYPE's order: one tolist for the chunk instead of one per field.
+        for i, (session, clordid_ref, cum_quote, maker_session, maker_clordid_ref, maker_cum_quote, _, gateway, account,
+                maker_gateway, maker_account, role, maker_role, _, _) in enumerate(routes.tolist()):
+            if not role and not maker_role:
                 continue
             position = offset + i
-            for role_of, gateways, sessions, accounts, clordid_refs, cum_quotes, topic_clordids in sides:
-                role = role_of[i]
-                if not role:
-                    continue
-                ref = clordid_refs[i]
-                if ref == CLORDID_OF_COMMAND:
-                    clordid = clordids[seqs[i] - first]
-                elif ref == CLORDID_NONE:
-                    clordid = ""
-                else:
-                    clordid = ledger.clordid(ref)
-                account = accounts[i]
+            if role:
+                clordid = self._clordid_of(clordid_ref, clordids, seqs[i] - first)
                 if listeners is None or account in listeners:  # for the account topic's items
-                    topic_clordids[position] = clordid
-                gateway = gateways[i]
+                    own_clordid[position] = clordid
                 gateway_positions.setdefault(gateway, []).append(position)
                 gateway_items.setdefault(gateway, []).append({
-                    "session": sessions[i], "account": account, "role": _ROLE_NAMES[role], "clordid": clordid,
-                    "cum_quote": cum_quotes[i], "resend": resend,
-                })
+                    "session": session, "account": account, "role": _ROLE_NAMES[role], "clordid": clordid,
+                    "cum_quote": cum_quote, "resend": resend})
+            if maker_role:
+                clordid = self._clordid_of(maker_clordid_ref, clordids, seqs[i] - first)
+                if listeners is None or maker_account in listeners:
+                    maker_clordid[position] = clordid
+                gateway_positions.setdefault(maker_gateway, []).append(position)
+                gateway_items.setdefault(maker_gateway, []).append({
+                    "session": maker_session, "account": maker_account, "role": _ROLE_NAMES[maker_role],
+                    "clordid": clordid, "cum_quote": maker_cum_quote, "resend": resend})
+
+    def _clordid_of(self, ref: int, clordids: list[str], at: int) -> str:
+        """A route's ClOrdID: the command's (at ``at`` in the batch), none, or a ledger pool entry's."""
+        if ref == CLORDID_OF_COMMAND:
+            return clordids[at]
+        return "" if ref == CLORDID_NONE else self._ledger.clordid(ref)
 
     def _messages(self, output: _Output) -> list[ReportMessage]:
         if not output.chunks:
@@ -402,19 +400,20 @@ class EngineService:
                                           prev=int(self._account_last[account])))
         return messages
 
-    def _route_downstream(self, kinds: list[int], seqs: list[int], order_ids: list[int], accounts: list[int],
-                          symbols: list[int], sides: list[int], prices: list[int], order_types: list[int],
-                          tifs: list[int], makers: list[int], offset: int, output: _Output) -> None:
+    def _route_downstream(self, kinds: list[int], seqs: list[int], accounts: list[int], symbols: list[int],
+                          sides: list[int], prices: list[int], old_prices: list[int], order_types: list[int],
+                          tifs: list[int], makers: list[int], output: _Output) -> None:
         """The chunk's part of the market and account topics: positions of the trades per symbol, the book
         levels changed per symbol, positions of every event of an account whose topic is listened to (and
         of the trades where it is the maker), in event order, and the last seq of each topic (of every
-        account's: it chains the topic's messages, state). The arguments are the chunk's columns."""
+        account's: it chains the topic's messages, state). The arguments are the chunk's columns, and the
+        limit each replaced order had before (the ledger's routes)."""
         trades, touched, owners = output.market_positions, output.touched, output.account_positions
         market_seq, account_seq = output.market_seq, output.account_seq
         max_accounts = self._max_accounts
         listeners = self.account_listeners
         every_account = listeners is None
-        latest_price: dict[int, int] = {}  # order id -> its limit as of the chunk's events read so far
+        offset = output.count  # positions are counted over the whole batch
         for i, kind in enumerate(kinds):
             position = offset + i
             seq = seqs[i]
@@ -433,14 +432,7 @@ class EngineService:
                     levels = touched[symbol] = set()
                 levels.add((prices[i], sides[i]))
                 if kind == _REPLACED:  # the order left its old level too
-                    oid = order_ids[i]
-                    before = latest_price.get(oid)
-                    if before is None:
-                        before = self._ledger.open_price(oid)
-                        if before is None:
-                            before = prices[i]
-                    levels.add((before, sides[i]))
-                latest_price[order_ids[i]] = prices[i]
+                    levels.add((old_prices[i], sides[i]))
                 market_seq[symbol] = seq
             account = accounts[i]
             if 0 <= account < max_accounts:
@@ -890,6 +882,16 @@ def _optional_int(q: dict, key: str) -> int | None:
     if isinstance(value, bool) or not isinstance(value, int):
         raise _BadQuery(f"{key} must be an integer")
     return value
+
+
+class _Part(NamedTuple):
+    """Consecutive commands of a batch applied in one go, as the ledger reads them (Ledger.track)."""
+
+    first: int
+    commands: np.ndarray
+    sessions: np.ndarray
+    text: np.ndarray
+    offsets: np.ndarray
 
 
 class _BatchContext:
