@@ -60,6 +60,9 @@ def _grown(array: np.ndarray, rows: int) -> np.ndarray:
 def clordid_text(clordids: list[str]) -> tuple[np.ndarray, np.ndarray]:
     """The ClOrdIDs of a batch as the kernels read them: their UTF-8 bytes one after the other (read-only),
     and the offset of each (``offsets[k]:offsets[k + 1]``)."""
+    if len(clordids) == 1:  # most live batches
+        text = clordids[0].encode()
+        return np.frombuffer(text or b"\0", dtype=np.uint8), np.array([0, len(text)], dtype=np.int64)
     joined = "".join(clordids)
     text = joined.encode()
     # One pass in C either way: a numpy cumsum costs more than the whole of a one-command batch's text.
@@ -69,8 +72,8 @@ def clordid_text(clordids: list[str]) -> tuple[np.ndarray, np.ndarray]:
 
 
 # Compiled entry points of the kernels called per chunk, made for the types of their first call (see
-# engine.jit.entry_point: a dispatcher call works out the type of each of the 24 arguments first, 6 us of
-# a one-command batch). The callers pass the same types always (Ledger.track's docstring).
+# engine.jit.entry_point: a dispatcher call works out the type of each of track's 24 arguments first, on
+# the path of every one-command batch). The callers pass the same types always (Ledger.track's docstring).
 _ENTRIES: dict[Any, Any] = {}
 
 

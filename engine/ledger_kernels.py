@@ -122,6 +122,7 @@ M_TRANSIENT = 9  # an IOC, FOK or market order of that command, to end with it (
 M_KIND = 10  # that command's CommandKind
 M_TARGET = 11  # the order it is about: a NEW's own id, a replace's target, else 0
 M_AT = 12  # its position in the batch
+M_UNKNOWN = 13  # trades of an order the ledger does not track, since the service last looked
 META_SIZE = 16
 
 # kernel answers
@@ -223,27 +224,34 @@ def _oid_insert(oids, meta, order_id, slot):
     oids[i, 1] = slot
 
 
-@kernel
-def _oid_remove(oids, meta, order_id):
-    hole = _oid_find(oids, order_id)
-    if hole < 0:
-        return
-    mask = oids.shape[0] - 1
+@kernel(inline=True)
+def _close_hole(table, hole, hashed):
+    """Empty row ``hole`` of an open-addressing table of [key (0: empty), value] rows, moving back the rows
+    after it in its probe run that would no longer be found. A row's home is the hash in its value column
+    (``hashed``), else that of its key (the order-id table)."""
+    mask = table.shape[0] - 1
     j = hole
     while True:
         j = (j + 1) & mask
-        key = oids[j, 0]
+        key = table[j, 0]
         if key == 0:
             break
-        home = np.int64(_oid_hash(key) & np.uint64(mask))
-        # Move the entry back into the hole unless its home lies cyclically in (hole, j].
+        home = table[j, 1] & mask if hashed else np.int64(_oid_hash(key) & np.uint64(mask))
+        # Move the row back into the hole unless its home lies cyclically in (hole, j].
         if (j > hole and (home <= hole or home > j)) or (j < hole and home <= hole and home > j):
-            oids[hole, 0] = key
-            oids[hole, 1] = oids[j, 1]
+            table[hole, 0] = key
+            table[hole, 1] = table[j, 1]
             hole = j
-    oids[hole, 0] = 0
-    oids[hole, 1] = 0
-    meta[M_OIDS] -= 1
+    table[hole, 0] = 0
+    table[hole, 1] = 0
+
+
+@kernel
+def _oid_remove(oids, meta, order_id):
+    hole = _oid_find(oids, order_id)
+    if hole >= 0:
+        _close_hole(oids, hole, False)
+        meta[M_OIDS] -= 1
 
 
 @kernel
@@ -306,19 +314,7 @@ def _table_place(table, pool, entry):
 
 @kernel
 def _table_remove(table, meta, hole):
-    mask = table.shape[0] - 1
-    j = hole
-    while True:
-        j = (j + 1) & mask
-        if table[j, 0] == 0:
-            break
-        home = table[j, 1] & mask
-        if (j > hole and (home <= hole or home > j)) or (j < hole and home <= hole and home > j):
-            table[hole, 0] = table[j, 0]
-            table[hole, 1] = table[j, 1]
-            hole = j
-    table[hole, 0] = 0
-    table[hole, 1] = 0
+    _close_hole(table, hole, True)
     meta[M_CLORDIDS] -= 1
 
 
@@ -521,6 +517,7 @@ def track(events, start, first, commands, sessions, text, offsets,
             taker = _open_slot(slots, oids, oid)
             if taker < 0:
                 routes[i].unknown = 1
+                meta[M_UNKNOWN] += 1
                 _route(routes, i, gateway, session, account, ROLE_TAKER, CLORDID_OF_COMMAND, amount)
             else:
                 slots[taker].filled = event.filled
@@ -536,6 +533,7 @@ def track(events, start, first, commands, sessions, text, offsets,
             maker = _open_slot(slots, oids, event.maker_order_id)
             if maker < 0:
                 routes[i].unknown += 2
+                meta[M_UNKNOWN] += 1
             else:
                 slots[maker].filled = event.maker_filled
                 slots[maker].cum_quote += amount

@@ -70,6 +70,7 @@ from common.stream import Duplicate, Refused, SequencedBatch
 from engine.core import Engine
 from engine.ledger import Ledger, StreamOutsideBatch, clordid_text, new_routes
 from engine.ledger_kernels import (
+    M_UNKNOWN,
     topic_seqs,
     CLORDID_NONE,
     CLORDID_OF_COMMAND,
@@ -307,15 +308,8 @@ class EngineService:
             self._ledger.track(chunk, *part, routes, CLOSED_ORDER_HISTORY, CLORDIDS_PER_ORDER)
         except StreamOutsideBatch as exc:
             raise StreamInconsistency(str(exc)) from None
-        unknown = np.flatnonzero(routes["unknown"])
-        for position in unknown.tolist():  # pragma: no cover - the tracking follows every event
-            event = chunk[position]
-            if int(routes[position]["unknown"]) & 1:
-                log.warning("seq %d: trade of order %d, which the service does not know", int(event["seq"]),
-                            int(event["order_id"]))
-            if int(routes[position]["unknown"]) & 2:
-                log.warning("seq %d: trade of maker order %d, which the service does not know", int(event["seq"]),
-                            int(event["maker_order_id"]))
+        if self._ledger.meta[M_UNKNOWN]:  # pragma: no cover - the tracking follows every event
+            self._log_unknown(chunk, routes)
         ctx.read_seq = int(chunk["seq"][-1])
         if ctx.report:
             # The columns the loops read, each as a list once: indexing a list is what they do per event (a
@@ -327,6 +321,18 @@ class EngineService:
             self._gather_items(chunk, routes, ctx, output)
             output.chunks.append(chunk.tobytes())
             output.count += len(chunk)
+
+    def _log_unknown(self, chunk: np.ndarray, routes: np.ndarray) -> None:  # pragma: no cover
+        """Trades of orders the ledger does not track (it follows every event: never seen)."""
+        self._ledger.meta[M_UNKNOWN] = 0
+        for position in np.flatnonzero(routes["unknown"]).tolist():
+            event = chunk[position]
+            if int(routes[position]["unknown"]) & 1:
+                log.warning("seq %d: trade of order %d, which the service does not know", int(event["seq"]),
+                            int(event["order_id"]))
+            if int(routes[position]["unknown"]) & 2:
+                log.warning("seq %d: trade of maker order %d, which the service does not know", int(event["seq"]),
+                            int(event["maker_order_id"]))
 
     def _gather_items(self, chunk: np.ndarray, routes: np.ndarray, ctx: "_BatchContext", output: _Output) -> None:
         """The gateway items of a chunk's events, from where the ledger routed each."""
