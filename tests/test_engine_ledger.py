@@ -18,7 +18,7 @@ from common.intake import Envelope
 from common.records import TimeInForce
 from common.stream import SequencedBatch
 from engine.ledger import Ledger, clordid_text
-from engine.service import EngineService
+from engine.service import EngineService, StreamInconsistency
 from engine.snapshot import encode, restore
 from tests.builders import BTC, BTC_USDT, ETH, ETH_USDT, USDT, CommandTape, make_config
 from tests.reference_tracking import ReferenceTracking
@@ -245,3 +245,13 @@ def test_an_empty_ledger_resolves_nothing():
     ledger = Ledger()
     assert ledger.resolve(1, "a") == 0 and ledger.slot(5) == -1 and ledger.open_count() == 0
     assert ledger.mapped_clordids() == [] and ledger.retired_clordids() == []
+
+
+@pytest.mark.parametrize("session", [-1, 1 << 64])
+def test_a_batch_whose_session_is_not_a_64_bit_unsigned_integer_is_refused(session):
+    service = EngineService(make_config())
+    tape = CommandTape()
+    tape.create_account(1)
+    with pytest.raises(StreamInconsistency, match="batch 1..1"):
+        service.apply(SequencedBatch(1, tape.array(), [Envelope(session, "admin")]))
+    assert service.last_seq == 0
