@@ -121,22 +121,32 @@ def pack_envelopes(envelopes: Sequence[Envelope]) -> bytes:
     return _COLUMNS_PACKER.pack([sessions, clordids, origs if any(origs) else None])
 
 
+def _columns(decoded: object, count: int) -> tuple[list, list, list | None]:
+    """The three columns of one decoded envelope array of ``count`` envelopes (``origs`` None when the
+    array has none). Raises ValueError if it is not that."""
+    if not isinstance(decoded, list) or len(decoded) != 3:
+        raise ValueError("envelopes are [sessions, clordids, origs]")
+    sessions, clordids, origs = decoded
+    if not (isinstance(sessions, list) and isinstance(clordids, list) and (origs is None or isinstance(origs, list))):
+        raise ValueError("envelope columns are arrays")
+    if not len(sessions) == len(clordids) == count or (origs is not None and len(origs) != count):
+        raise ValueError(f"{count} records need {count} envelopes, not {len(sessions)}, {len(clordids)}, "
+                         f"{count if origs is None else len(origs)}")
+    return sessions, clordids, origs
+
+
+def _checked(sessions: list, clordids: list, origs: list | None) -> Envelopes:
+    """Envelopes of these columns, their types checked (``origs`` None: all "")."""
+    # Whole columns checked at once: a map per envelope, or a type check per field, costs several times more.
+    if set(map(type, sessions)) - {int} or set(map(type, clordids)) - {str} or (
+            origs is not None and set(map(type, origs)) - {str}):
+        raise ValueError("an envelope's session is an integer, its clordid and orig strings")
+    return Envelopes(sessions, clordids, origs if origs is not None else [""] * len(sessions))
+
+
 def unpack_envelopes(blob: bytes, count: int) -> Envelopes:
     """The ``count`` envelopes ``pack_envelopes`` packed. Raises ValueError if ``blob`` is not that."""
-    columns = msgpack.unpackb(blob, raw=False)
-    if not isinstance(columns, list) or len(columns) != 3:
-        raise ValueError("envelopes are [sessions, clordids, origs]")
-    sessions, clordids, origs = columns
-    if origs is None:
-        origs = [""] * count
-    if not (isinstance(sessions, list) and isinstance(clordids, list) and isinstance(origs, list)):
-        raise ValueError("envelope columns are arrays")
-    if not len(sessions) == len(clordids) == len(origs) == count:
-        raise ValueError(f"{count} records need {count} envelopes, not {len(sessions)}, {len(clordids)}, {len(origs)}")
-    # Whole columns checked at once: a map per envelope, or a type check per field, costs several times more.
-    if set(map(type, sessions)) - {int} or set(map(type, clordids)) - {str} or set(map(type, origs)) - {str}:
-        raise ValueError("an envelope's session is an integer, its clordid and orig strings")
-    return Envelopes(sessions, clordids, origs)
+    return _checked(*_columns(msgpack.unpackb(blob, raw=False), count))
 
 
 def unpack_envelope_runs(blobs: Sequence[bytes], counts: Sequence[int],
@@ -149,40 +159,25 @@ def unpack_envelope_runs(blobs: Sequence[bytes], counts: Sequence[int],
     unpacker.feed(b"".join(blobs))
     sessions: list[int] = []
     clordids: list[str] = []
-    origs: list[str] = []
-    any_origs = False
+    origs: list[str] | None = None  # None until a batch has origs
     end_of_blob = 0
     for blob, count, (begin, end) in zip(blobs, counts, spans, strict=True):
         try:
-            columns = unpacker.unpack()
+            decoded = unpacker.unpack()
         except msgpack.OutOfData:
             raise ValueError("envelopes cut short") from None
         end_of_blob += len(blob)
         if unpacker.tell() != end_of_blob:
             raise ValueError("envelopes followed by other bytes")
-        if not isinstance(columns, list) or len(columns) != 3:
-            raise ValueError("envelopes are [sessions, clordids, origs]")
-        session_column, clordid_column, orig_column = columns
-        if not (isinstance(session_column, list) and isinstance(clordid_column, list)
-                and (orig_column is None or isinstance(orig_column, list))):
-            raise ValueError("envelope columns are arrays")
-        if not len(session_column) == len(clordid_column) == count or (
-                orig_column is not None and len(orig_column) != count):
-            raise ValueError(f"{count} records need {count} envelopes")
+        session_column, clordid_column, orig_column = _columns(decoded, count)
         whole = begin == 0 and end == count
+        if orig_column is not None and origs is None:  # the first batch with origs: those before had none
+            origs = [""] * len(clordids)
         sessions.extend(session_column if whole else session_column[begin:end])
         clordids.extend(clordid_column if whole else clordid_column[begin:end])
-        if orig_column is not None and not any_origs:  # the first batch with origs: those before had none
-            any_origs = True
-            origs = [""] * (len(clordids) - (end - begin))
-        if any_origs:
+        if origs is not None:
             origs.extend(orig_column[begin:end] if orig_column is not None else [""] * (end - begin))
-    if not any_origs:
-        origs = [""] * len(sessions)
-    if set(map(type, sessions)) - {int} or set(map(type, clordids)) - {str} or (
-            any_origs and set(map(type, origs)) - {str}):
-        raise ValueError("an envelope's session is an integer, its clordid and orig strings")
-    return Envelopes(sessions, clordids, origs)
+    return _checked(sessions, clordids, origs)
 
 
 def encode_submissions(records: list[bytes], envelopes: Sequence[Envelope]) -> list[bytes]:

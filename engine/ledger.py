@@ -2,7 +2,7 @@
 in arrays that one kernel call per chunk of events updates (engine/ledger_kernels.py).
 
     ledger = Ledger()
-    ledger.track(events, first, records, sessions, text, offsets, routes, history, per_order)
+    ledger.track(events, first, commands, sessions, text, offsets, routes, history, per_order)
     ledger.end_command(history)        # the command being read is over
     ledger.sweep()                     # retired ClOrdIDs leave the OrigClOrdID map
     ledger.resolve(account, "abc")     # -> order id, or 0
@@ -136,9 +136,8 @@ class Ledger:
         if len(self.retired) - meta[lk.M_RETIRED] < lk.NEED_RETIRED:
             self.retired = _grown(self.retired, 2 * len(self.retired) + lk.NEED_RETIRED)
         while len(self.closed) - meta[lk.M_CLOSED_COUNT] < lk.NEED_CLOSED:
-            count, head = int(meta[lk.M_CLOSED_COUNT]), int(meta[lk.M_CLOSED_HEAD])
             ring = np.zeros(2 * len(self.closed), dtype=np.int64)
-            ring[:count] = self.closed[(head + np.arange(count)) % len(self.closed)]
+            ring[: int(meta[lk.M_CLOSED_COUNT])] = self.closed_slots()
             self.closed = ring
             meta[lk.M_CLOSED_HEAD] = 0
         while 2 * (meta[lk.M_OIDS] + 1) > len(self.oids):
@@ -268,7 +267,7 @@ class Ledger:
 
     def export(self) -> dict[str, bytes]:
         """Every array as bytes: with ``restore``, the same ledger, down to which rows are free."""
-        return {name: np.ascontiguousarray(getattr(self, name)).tobytes() for name in _ARRAY_NAMES}
+        return {name: getattr(self, name).tobytes() for name in _ARRAY_NAMES}
 
     def restore(self, exported: dict[str, bytes]) -> None:
         for name in _ARRAY_NAMES:
@@ -300,7 +299,6 @@ class Ledger:
         lk.insert_order_id(self.oids, meta, int(fields["order_id"]), slot)
         kept = min(per_order, CLORDIDS_MAX)
         for k, clordid in enumerate(clordids):
-            self._reserve()
             entry = self._map(int(fields["account"]), clordid, int(fields["order_id"]))
             if entry < 0:
                 continue
@@ -321,11 +319,9 @@ class Ledger:
 
     def add_orphan(self, account: int, clordid: str, order_id: int) -> None:
         """A ClOrdID still mapped to ``order_id`` but listed by no tracked order: it leaves at the next sweep."""
-        self._reserve()
         entry = self._map(account, clordid, order_id)
         if entry >= 0:
-            self.retired[self.meta[lk.M_RETIRED]] = entry
-            self.meta[lk.M_RETIRED] += 1
+            self.retire(entry)
 
     def retire(self, entry: int) -> None:
         self._reserve()
@@ -344,9 +340,11 @@ class Ledger:
                 lk.point_clordid(self.table, self.pool, self.pool_bytes, self.meta, int(entry))
 
     def _map(self, account: int, clordid: str, order_id: int) -> int:
+        """A new pool entry for (account, ClOrdID) owned by ``order_id``, mapped; -1 if it cannot be mapped."""
         text = clordid.encode()
         if not text or len(text) > CLORDID_BYTES:
             return -1
+        self._reserve()
         return int(lk.map_clordid(self.table, self.pool, self.pool_bytes, self.pool_free, self.meta, order_id,
                                   account, np.frombuffer(text, dtype=np.uint8), 0, len(text)))
 
