@@ -110,6 +110,7 @@ class EngineConfig:
     snapshots_kept: int  # the newest this many snapshots are kept; older ones are dropped
     snapshot_map_bytes: int  # initial LMDB map size of the snapshot store (it grows when full)
     catch_up_reports: int  # at start-up, reports are published again for the journal's last this many commands
+    pretouch: bool  # fault in every page of the engine's arrays before going live (see engine/layout.py)
 
 
 class Durability(str, Enum):
@@ -319,6 +320,7 @@ def parse_config(document: Mapping[str, Any], *, source: str = "<memory>") -> Ex
         snapshots_kept=engine_section.integer("snapshots_kept", minimum=2, maximum=1000),
         snapshot_map_bytes=engine_section.integer("snapshot_map_bytes", minimum=1 << 20, maximum=1 << 44),
         catch_up_reports=engine_section.integer("catch_up_reports", minimum=0, maximum=1 << 40),
+        pretouch=engine_section.boolean("pretouch"),
     )
     engine_section.finish()
 
@@ -536,6 +538,12 @@ class _Section:
             self.fail(key, f"{value} is below the minimum {minimum}")
         if maximum is not None and value > maximum:
             self.fail(key, f"{value} is above the maximum {maximum}")
+        return value
+
+    def boolean(self, key: str) -> bool:
+        value = self._get(key)
+        if not isinstance(value, bool):
+            self.fail(key, f"must be true or false, got {value!r}")
         return value
 
     def string(self, key: str, *, pattern: re.Pattern[str] | None = None, pattern_text: str = "") -> str:

@@ -21,7 +21,7 @@ from engine import inspection
 from engine.digest import state_digest
 from engine.jit import entry_point
 from engine.kernels import BATCH_DONE, BATCH_GROW, BATCH_SPLIT, apply_batch
-from engine.layout import P_NEED_EVENTS, EngineArrays, allocate
+from engine.layout import P_NEED_EVENTS, EngineArrays, allocate, pretouch
 
 
 class Engine:
@@ -73,6 +73,11 @@ class Engine:
                 self._set_event_buffer(max(needed, 2 * len(self._events)))
             elif status not in (BATCH_DONE, BATCH_SPLIT):  # pragma: no cover - kernel contract
                 raise RuntimeError(f"unexpected batch status {status}")
+
+    def pretouch(self) -> None:
+        """Map every page of the engine's arrays now (engine.layout.pretouch), the state unchanged."""
+        for array in (*self.arrays.kernel_args(), self._events):
+            pretouch(array)
 
     def apply(self, commands: np.ndarray) -> np.ndarray:
         """Apply ``commands`` and return all their events as one new array."""

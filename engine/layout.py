@@ -3,7 +3,8 @@
 Everything the kernels touch lives in a handful of numpy arrays allocated here, sized by the
 configuration's capacities. Nothing is allocated per order afterwards. Arrays are zero-filled so the
 operating system maps their pages lazily: an engine configured for ten million orders costs memory only
-for the slots it has used.
+for the slots it has used, unless the engine process maps them all before going live (``pretouch``,
+config ``engine.pretouch``), which it does by default.
 """
 
 from __future__ import annotations
@@ -162,6 +163,21 @@ def zeroed(shape, dtype) -> np.ndarray:
     start = -_address(region) % HUGE_PAGE
     region.madvise(mmap.MADV_HUGEPAGE, start, spanned)
     return np.frombuffer(region, dtype=dtype, count=count, offset=start).reshape(shape)
+
+
+def pretouch(array: np.ndarray) -> None:
+    """Have the operating system map every page of ``array`` now, its contents unchanged.
+
+    A page of a zero-filled array is mapped at its first write: for a transparent huge page the kernel
+    finds and zeroes 2 MiB then, 0.4 - 1 ms on this kind of machine. Mid-traffic that is a stall of
+    matching (the first orders of a fresh engine process touched some 280 pages: 127 ms). Writing one
+    byte of every page back to itself moves that cost to start-up.
+    """
+    if array.size == 0 or not array.flags.c_contiguous:
+        return
+    raw = array.reshape(-1).view(np.uint8)
+    # A copy first: numpy skips an assignment of a view onto itself, which would map nothing.
+    raw[:: mmap.PAGESIZE] = raw[:: mmap.PAGESIZE].copy()
 
 
 def _address(region: mmap.mmap) -> int:

@@ -24,6 +24,7 @@ import numpy as np
 from common.records import COMMAND_DTYPE, EVENT_DTYPE
 from engine import ledger_kernels as lk
 from engine.jit import entry_point
+from engine.layout import pretouch
 from engine.ledger_kernels import (
     CLORDID_BYTES,
     CLORDID_NONE,
@@ -35,7 +36,7 @@ from engine.ledger_kernels import (
     TRACK_DTYPE,
 )
 
-INITIAL_ROWS = 1024  # rows of each structure at first; each doubles when it fills
+INITIAL_ROWS = 1024  # rows of each structure at first, unless told; each doubles when it fills
 _FILL_COLUMNS = ("seq", "ts", "price", "qty", "amount", "fee", "maker")
 # The arrays of the ledger's state, in the kernels' argument order after the inputs (see ``_state``).
 _ARRAY_NAMES = ("slots", "slot_free", "oids", "table", "pool", "pool_bytes", "pool_free", "fills",
@@ -85,8 +86,11 @@ def _entry(dispatcher, args: tuple):
 
 
 class Ledger:
-    def __init__(self) -> None:
-        rows = INITIAL_ROWS
+    def __init__(self, rows: int | None = None) -> None:
+        """``rows``: of each structure at first, a power of two (the hash tables hold four times as many)."""
+        rows = INITIAL_ROWS if rows is None else rows
+        if rows < 1 or rows & (rows - 1):
+            raise ValueError(f"a ledger starts with a power of two of rows, not {rows}")
         self.slots = np.zeros(rows, dtype=TRACK_DTYPE)
         self.slot_free = _free_stack(rows)
         self.oids = np.zeros((4 * rows, 2), dtype=np.int64)  # [order id, row]
@@ -120,6 +124,11 @@ class Ledger:
         lk.rehash_oids(ledger.oids, np.zeros_like(ledger.oids), ledger.meta.copy())
         lk.rehash_clordids(ledger.table, np.zeros_like(ledger.table), ledger.pool)
         lk.topic_seqs(np.zeros(1, dtype=EVENT_DTYPE), np.zeros(1, dtype=np.int64), np.zeros(1, dtype=np.int64))
+
+    def pretouch(self) -> None:
+        """Map every page of the ledger's arrays now (engine.layout.pretouch), the ledger unchanged."""
+        for array in self._state():
+            pretouch(array)
 
     # --- room ---------------------------------------------------------------------------------------------
 

@@ -262,6 +262,10 @@ class EngineProcess:
         try:
             self.catch_up()
             if not self.stopping:
+                if self.config.engine.pretouch:
+                    touched = time.monotonic()
+                    self.service.pretouch()
+                    log.info("arrays mapped in %.2f s", time.monotonic() - touched)
                 log.info("live at seq %d", self.service.last_seq)
                 self.heap.started()
                 self._status_at = time.monotonic()

@@ -48,6 +48,7 @@ snapshot_every_s = 10
 snapshots_kept = 2
 snapshot_map_bytes = 1048576
 catch_up_reports = 100
+pretouch = false
 
 [sequencer]
 intake = "ipc:///tmp/other-intake"
@@ -258,6 +259,7 @@ class TestThePackagedDefault:
         assert (config.capacity.max_open_orders, config.capacity.max_accounts) == (1_000_000, 100_000)
         assert config.engine.self_trade_prevention is SelfTradePrevention.CANCEL_TAKER
         assert config.engine.event_buffer == 65_536
+        assert config.engine.pretouch is True
 
     def test_its_source_says_it_is_the_default(self):
         assert "default" in default_config().source
@@ -586,6 +588,10 @@ class TestTypesAreChecked:
     def test_a_boolean_list_or_table_where_a_decimal_belongs_is_refused(self, value):
         message = refusal(changed(set_key("symbols", 0, "tick_size", value=value)))
         assert "symbols[0].tick_size: must be a decimal number" in message
+
+    @pytest.mark.parametrize("value", [1, "true", 0])
+    def test_anything_but_true_or_false_where_a_flag_belongs_is_refused(self, value):
+        assert "engine.pretouch: must be true or false" in refusal(changed(set_key("engine", "pretouch", value=value)))
 
     def test_a_section_that_is_not_a_table_is_refused(self):
         assert "fees: must be a table" in refusal(changed(set_key("fees", value=5)))

@@ -1,12 +1,13 @@
-"""engine.layout.zeroed: the engine's big arrays, in huge pages, behave as np.zeros arrays do."""
+"""engine.layout.zeroed: the engine's big arrays, in huge pages, behave as np.zeros arrays do; pretouch maps them."""
 
 from __future__ import annotations
 
 import os
+import resource
 
 import numpy as np
 
-from engine.layout import HUGE_PAGE, INDEX_DTYPE, ORDER_DTYPE, zeroed
+from engine.layout import HUGE_PAGE, INDEX_DTYPE, ORDER_DTYPE, pretouch, zeroed
 
 
 def test_small_arrays_are_plain_numpy_zeros():
@@ -53,3 +54,32 @@ def test_a_forked_child_sees_the_arrays_as_they_were():
     assert os.waitstatus_to_exitcode(status) == 0
     assert seen == bytes([1])
     assert array[1] == 0
+
+
+def _page_faults() -> int:
+    return resource.getrusage(resource.RUSAGE_SELF).ru_minflt
+
+
+def test_pretouch_maps_every_page_and_keeps_the_contents():
+    count = 4 * HUGE_PAGE // ORDER_DTYPE.itemsize + 3
+    array = zeroed(count, ORDER_DTYPE)
+    array[1]["order_id"] = 7
+    array[-1]["price"] = 9
+    pretouch(array)
+    assert array[1]["order_id"] == 7 and array[-1]["price"] == 9
+    assert int(array["order_id"].sum()) == 7 and int(array["price"].sum()) == 9
+    before = _page_faults()
+    raw = array.view(np.uint8)
+    raw[:: 4096] = 1  # a write to every page: each one is mapped already
+    assert _page_faults() - before < 4
+
+
+def test_pretouch_maps_a_structured_two_dimensional_array_and_passes_over_empty_ones():
+    balances = zeroed((HUGE_PAGE // 16, 3), np.dtype([("available", "<i8"), ("frozen", "<i8")]))
+    balances[3, 1]["frozen"] = 5
+    pretouch(balances)
+    pretouch(np.zeros(0, dtype=np.int64))
+    assert int(balances["frozen"].sum()) == 5
+    before = _page_faults()
+    balances["available"][:: 256, 0] = 1  # a write every 12 KiB
+    assert _page_faults() - before < 4

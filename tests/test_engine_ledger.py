@@ -12,7 +12,6 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-import engine.ledger as ledger_module
 import engine.service as service_module
 from common.intake import Envelope
 from common.records import TimeInForce
@@ -154,7 +153,7 @@ def small_bounds(monkeypatch):
     monkeypatch.setattr(service_module, "CLOSED_ORDER_HISTORY", 6)
     monkeypatch.setattr(service_module, "CLORDIDS_PER_ORDER", 3)
     monkeypatch.setattr(service_module, "SWEEP_INTERVAL", 8)
-    monkeypatch.setattr(ledger_module, "INITIAL_ROWS", 4)  # every structure grows, mid-chunk too
+    monkeypatch.setattr(service_module, "LEDGER_ROWS", 4)  # every structure grows, mid-chunk too
 
 
 # The fixture only sets constants, the same for every example.
@@ -187,7 +186,7 @@ def test_arrays_that_grow_hold_the_same_tracking_and_give_the_same_reports(monke
     records, envelopes = workload(5, 800)
     config = make_config(max_open_orders=256, max_accounts=16, event_buffer=64)
     roomy = EngineService(config)
-    monkeypatch.setattr(ledger_module, "INITIAL_ROWS", 2)
+    monkeypatch.setattr(service_module, "LEDGER_ROWS", 2)
     cramped = EngineService(config)
     assert len(cramped._ledger.slots) < len(roomy._ledger.slots)
     for start in range(0, len(records), 50):

@@ -858,3 +858,11 @@ def test_a_replay_that_builds_no_reports_for_its_first_part_reaches_the_same_sta
         assert replayed.query(query) == desk.service.query(query)
     reported = sorted({int(seq) for message in messages for seq in message.events["seq"]})
     assert reported and reported[0] > everything.last - 5
+
+
+def test_pretouch_changes_nothing(desk):
+    before = (desk.service.engine.state_hash(), desk.service.tracked())
+    desk.service.pretouch()
+    assert (desk.service.engine.state_hash(), desk.service.tracked()) == before
+    desk.add("buy", ALICE, BTC_USDT, 150, 1, clordid="after-pretouch")
+    assert on(desk.send(), gateway_topic(GW1)).n >= 1
