@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import os
 from pathlib import Path
+from typing import Any, Callable
 
 import lmdb
 
@@ -53,21 +54,28 @@ class SnapshotStore:
 
     def write(self, seq: int, payload: bytes, *, keep: int) -> None:
         """Store a snapshot and drop all but the newest ``keep``."""
-        while True:
-            try:
-                with self._begin(write=True) as txn:
-                    txn.put(seq.to_bytes(8, "big"), payload)
-                    keys = [key for key in txn.cursor().iternext(values=False)]
-                    for key in keys[: max(0, len(keys) - keep)]:
-                        txn.delete(key)
-                return
-            except lmdb.MapFullError:
-                self._env.set_mapsize(self._env.info()["map_size"] * 2)
+
+        def put_and_trim(txn: lmdb.Transaction) -> None:
+            txn.put(seq.to_bytes(8, "big"), payload)
+            keys = [key for key in txn.cursor().iternext(values=False)]
+            for key in keys[: max(0, len(keys) - keep)]:
+                txn.delete(key)
+
+        self._growing(put_and_trim)
 
     def put_raw(self, seq: int, payload: bytes) -> None:
         """Store bytes as they are (operators' tools and tests: a damaged snapshot, say)."""
-        with self._begin(write=True) as txn:
-            txn.put(seq.to_bytes(8, "big"), payload)
+        self._growing(lambda txn: txn.put(seq.to_bytes(8, "big"), payload))
+
+    def _growing(self, write: Callable[[lmdb.Transaction], Any]) -> None:
+        """Run ``write`` in a write transaction, doubling the map until it fits."""
+        while True:
+            try:
+                with self._begin(write=True) as txn:
+                    write(txn)
+                return
+            except lmdb.MapFullError:
+                self._env.set_mapsize(self._env.info()["map_size"] * 2)
 
     def close(self) -> None:
         if self._env is not None:

@@ -5,7 +5,6 @@ queries), all on ipc sockets in a temporary directory.
 
 from __future__ import annotations
 
-import json
 import os
 import shutil
 import signal
@@ -27,32 +26,11 @@ from common.intake import decode_submissions
 from common.protocol import decode, encode, sign_logon
 from common.records import EVENT_DTYPE, CommandKind, EventKind, OrderType, Side, TimeInForce
 from common.reports import ReportMessage, encode_report, gateway_topic
+from tests.harness import to_toml
 
 ROOT = Path(__file__).resolve().parent.parent
 TIMEOUT_S = 10.0
 MAX_MESSAGE_BYTES = 4096
-
-
-def toml_text(document: dict[str, Any]) -> str:
-    """Enough TOML for a configuration document: tables, arrays of tables, strings, ints, decimals."""
-    lines: list[str] = []
-
-    def value(v: Any) -> str:
-        return json.dumps(v) if isinstance(v, str) else str(v)
-
-    def table(prefix: str, mapping: dict[str, Any]) -> None:
-        lines.extend(f"{k} = {value(v)}" for k, v in mapping.items() if not isinstance(v, (dict, list)))
-        for key, v in mapping.items():
-            if isinstance(v, dict):
-                lines.append(f"[{prefix}{key}]")
-                table(f"{prefix}{key}.", v)
-            elif isinstance(v, list):
-                for entry in v:
-                    lines.append(f"[[{prefix}{key}]]")
-                    table(f"{prefix}{key}.", entry)
-
-    table("", document)
-    return "\n".join(lines) + "\n"
 
 
 class FakeExchange:
@@ -69,7 +47,7 @@ class FakeExchange:
         document["gateway"]["instances"] = [{"id": 1, "name": "gw-1", "fix": f"ipc://{self.dir}/fix1"},
                                             {"id": 2, "name": "gw-2", "fix": f"ipc://{self.dir}/fix2"}]
         self.config_path = self.dir / "exchange.toml"
-        self.config_path.write_text(toml_text(document))
+        self.config_path.write_text(to_toml(document))
         self.config = parse_config(document)
         with CredentialStore.open(self.config) as store:
             self.account = store.allocate_account()

@@ -2,12 +2,10 @@
 
 from __future__ import annotations
 
-import json
 import signal
 import subprocess
 import sys
 import time
-from decimal import Decimal
 from pathlib import Path
 from typing import Any
 
@@ -30,6 +28,7 @@ from common.journal import Journal
 from common.records import COMMAND_DTYPE, CommandKind, command
 from common.stream import Duplicate, Heartbeat, Refused, SequencedBatch, decode, encode_batch, encode_replay_request
 from sequencer.core import Sequencer
+from tests.harness import to_toml
 
 REPO = Path(__file__).resolve().parent.parent
 MAP_BYTES = 1 << 20
@@ -314,36 +313,6 @@ class TestDuplicates:
 TIMEOUT_S = 10.0
 
 
-def toml_text(document: dict[str, Any], prefix: str = "") -> str:
-    """A TOML document from the plain mapping ``default_document()`` gives (the subset it uses)."""
-
-    def value(v: Any) -> str:
-        if isinstance(v, bool):
-            return "true" if v else "false"
-        if isinstance(v, int):
-            return str(v)
-        if isinstance(v, (str, Decimal)):
-            return json.dumps(str(v))
-        if isinstance(v, list):
-            return "[" + ", ".join(value(item) for item in v) + "]"
-        raise TypeError(f"cannot write {v!r} as TOML")
-
-    lines, tables, arrays = [], [], []
-    for key, v in document.items():
-        if isinstance(v, dict):
-            tables.append((key, v))
-        elif isinstance(v, list) and v and all(isinstance(item, dict) for item in v):
-            arrays.append((key, v))
-        else:
-            lines.append(f"{key} = {value(v)}")
-    for key, table in tables:
-        lines += ["", f"[{prefix}{key}]", toml_text(table, f"{prefix}{key}.")]
-    for key, items in arrays:
-        for item in items:
-            lines += ["", f"[[{prefix}{key}]]", toml_text(item, f"{prefix}{key}.")]
-    return "\n".join(lines)
-
-
 class SequencerProcess:
     """``python -m sequencer.main`` on ipc endpoints in a temporary directory, with test sockets."""
 
@@ -362,7 +331,7 @@ class SequencerProcess:
             document["sequencer"].update(journal_map_bytes=journal_max_bytes, journal_max_bytes=journal_max_bytes)
         document["paths"] = {"data_dir": str(directory / "data"), "log_dir": str(directory / "log")}
         self.config_path = directory / "exchange.toml"
-        self.config_path.write_text(toml_text(document), encoding="utf-8")
+        self.config_path.write_text(to_toml(document), encoding="utf-8")
         self.config = parse_config_text(self.config_path.read_text(encoding="utf-8"))
         self.log_path = directory / "sequencer.log"
         self.proc: subprocess.Popen | None = None
