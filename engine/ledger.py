@@ -200,7 +200,7 @@ class Ledger:
             self._reserve()
 
     def sweep(self) -> None:
-        lk.sweep(self.table, self.pool, self.pool_bytes, self.pool_free, self.retired, self.meta)
+        lk.sweep(self.table, self.pool, self.pool_free, self.retired, self.meta)
 
     # --- reading ------------------------------------------------------------------------------------------
 

@@ -30,7 +30,7 @@ from __future__ import annotations
 import numpy as np
 
 from common.records import CancelReason, CommandKind, EventKind, OrderType, TimeInForce
-from engine.jit import kernel
+from engine.jit import kernel, prefetch
 
 CLORDID_BYTES = 64  # the protocol's longest ClOrdID (docs/protocol.md); a longer one is not mapped
 CLORDIDS_MAX = 16  # ClOrdIDs a row can list; the service keeps its last CLORDIDS_PER_ORDER (<= this)
@@ -136,6 +136,11 @@ NEED_POOL = 2
 NEED_FILLS = 3
 NEED_CLOSED = 3
 NEED_RETIRED = 3 * CLORDIDS_MAX + 2
+# How many events (sweep: entries) ahead of the one being read the kernels ask for the cache lines it will
+# need from the big tables: its order-id table line this far ahead, its row and ClOrdID table line half as
+# far (the row is found through the line asked for before). Far enough for a line to arrive from memory
+# meanwhile, near enough that it is still cached when its event comes.
+PREFETCH_AHEAD = 16
 
 _ACCEPTED = int(EventKind.ACCEPTED)
 _REJECTED = int(EventKind.REJECTED)
@@ -201,6 +206,19 @@ def _oid_find(oids, order_id):
         if key == 0:
             return -1
         i = (i + 1) & mask
+
+
+@kernel(inline=True)
+def _oid_home(oids, order_id):
+    return np.int64(_oid_hash(order_id) & np.uint64(oids.shape[0] - 1))
+
+
+@kernel(inline=True)
+def _prefetch_row(slots, oids, order_id):
+    """The row of ``order_id`` if its table line (asked for earlier) holds it at its home."""
+    home = _oid_home(oids, order_id)
+    if oids[home, 0] == order_id:
+        prefetch(slots, oids[home, 1])
 
 
 @kernel
@@ -348,13 +366,26 @@ def _map_clordid(table, pool, pool_bytes, pool_free, meta, order_id, account, te
 
 
 @kernel
-def sweep(table, pool, pool_bytes, pool_free, retired, meta):
-    """Retired entries leave the table (where they are still what their key maps to) and the pool."""
-    for r in range(meta[M_RETIRED]):
+def sweep(table, pool, pool_free, retired, meta):
+    """Retired entries leave the table (where they are still what their key maps to) and the pool.
+
+    A row that holds the entry can only be the one its key maps to, and it lies in the probe run from the
+    key's home: the entry's stored hash finds it without hashing or comparing the ClOrdID's bytes, which
+    are a cache miss of their own per entry."""
+    mask = table.shape[0] - 1
+    count = meta[M_RETIRED]
+    for r in range(count):
+        if r + PREFETCH_AHEAD < count:
+            prefetch(pool, retired[r + PREFETCH_AHEAD])
+        if r + PREFETCH_AHEAD // 2 < count:
+            prefetch(table, pool[retired[r + PREFETCH_AHEAD // 2]].hash & mask)
         entry = retired[r]
-        at = clordid_find(table, pool, pool_bytes, pool[entry].account, pool_bytes[entry], 0, pool[entry].length)
-        if at >= 0 and table[at, 0] - 1 == entry:
-            _table_remove(table, meta, at)
+        i = pool[entry].hash & mask
+        while table[i, 0] != 0:
+            if table[i, 0] - 1 == entry:
+                _table_remove(table, meta, i)
+                break
+            i = (i + 1) & mask
         pool_free[meta[M_POOL_FREE]] = entry
         meta[M_POOL_FREE] += 1
     meta[M_RETIRED] = 0
@@ -474,12 +505,29 @@ def track(events, start, first, commands, sessions, text, offsets,
 
     Returns DONE, OUTSIDE_BATCH, or the position of the first event not read for want of room."""
     n_commands = commands.shape[0]
-    for i in range(start, events.shape[0]):
+    n_events = events.shape[0]
+    for i in range(start, n_events):
         if (meta[M_SLOTS_FREE] < NEED_SLOTS or meta[M_POOL_FREE] < NEED_POOL or meta[M_FILLS_FREE] < NEED_FILLS
                 or retired.shape[0] - meta[M_RETIRED] < NEED_RETIRED or 2 * (meta[M_OIDS] + 1) > oids.shape[0]
                 or 2 * (meta[M_CLORDIDS] + 1) > table.shape[0]
                 or closed.shape[0] - meta[M_CLOSED_COUNT] < NEED_CLOSED):
             return i
+        ahead = i + PREFETCH_AHEAD
+        if ahead < n_events:
+            prefetch(oids, _oid_home(oids, events[ahead].order_id))
+            if events[ahead].kind == _TRADE:
+                prefetch(oids, _oid_home(oids, events[ahead].maker_order_id))
+        near = i + PREFETCH_AHEAD // 2
+        if near < n_events:
+            upcoming = events[near]
+            _prefetch_row(slots, oids, upcoming.order_id)
+            if upcoming.kind == _TRADE:
+                _prefetch_row(slots, oids, upcoming.maker_order_id)
+            elif upcoming.kind == _ACCEPTED or upcoming.kind == _REPLACED:  # a ClOrdID to map
+                k = upcoming.seq - first
+                if 0 <= k < n_commands and 0 < offsets[k + 1] - offsets[k] <= CLORDID_BYTES:
+                    hashed = clordid_hash(upcoming.account, text, offsets[k], offsets[k + 1] - offsets[k])
+                    prefetch(table, hashed & (table.shape[0] - 1))
         event = events[i]
         seq = event.seq
         routes[i].role = ROLE_NONE

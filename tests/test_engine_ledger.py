@@ -254,3 +254,46 @@ def test_a_batch_whose_session_is_not_a_64_bit_unsigned_integer_is_refused(sessi
     with pytest.raises(StreamInconsistency, match="batch 1..1"):
         service.apply(SequencedBatch(1, tape.array(), [Envelope(session, "admin")]))
     assert service.last_seq == 0
+
+
+# The OrigClOrdID map alone, against a dict: keys mapped, mapped again to newer entries, retired and swept in
+# any order, in a table small enough that probe runs are long and sweeps remove from their middle.
+_MAP_STEPS = st.lists(
+    st.one_of(
+        st.tuples(st.just("map"), st.integers(1, 3), st.sampled_from(["a", "b", "c", "d", "e", "f", "g", "h"])),
+        st.tuples(st.just("retire"), st.integers(0, 50)),
+        st.tuples(st.just("sweep")),
+    ),
+    max_size=80,
+)
+
+
+@settings(max_examples=60, deadline=None)
+@given(steps=_MAP_STEPS)
+def test_a_sweep_removes_what_a_retired_entry_still_maps_and_nothing_else(steps):
+    ledger = Ledger(2)
+    mapped: dict[tuple[int, str], tuple[int, int]] = {}  # key -> (pool entry, order id)
+    live: dict[int, tuple[int, str]] = {}  # pool entry not yet retired -> its key
+    retired: list[tuple[int, tuple[int, str]]] = []
+    order_id = 0
+    for step in steps:
+        if step[0] == "map":
+            order_id += 1
+            key = (step[1], step[2])
+            entry = ledger._map(*key, order_id)
+            mapped[key] = (entry, order_id)
+            live[entry] = key
+        elif step[0] == "retire" and live:
+            entry = sorted(live)[step[1] % len(live)]
+            ledger.retire(entry)
+            retired.append((entry, live.pop(entry)))
+        elif step[0] == "sweep":
+            ledger.sweep()
+            for entry, key in retired:
+                if mapped.get(key, (None,))[0] == entry:
+                    del mapped[key]
+            retired.clear()
+        for account in (1, 2, 3):
+            for clordid in "abcdefgh":
+                assert ledger.resolve(account, clordid) == mapped.get((account, clordid), (0, 0))[1]
+        assert sorted(map(tuple, ledger.mapped_clordids())) == sorted((*key, oid) for key, (_, oid) in mapped.items())
