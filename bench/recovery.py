@@ -20,7 +20,9 @@
    waited for (``sequencer_start_s``: it reads the whole journal to rebuild its ClOrdID memory), then the
    engine (``python -m engine.main``) is started and timed until it answers a ``head`` query with the
    journal's last seq: ``recover_s_from_snapshot`` with the snapshot store in place,
-   ``recover_s_journal_only`` without it.
+   ``recover_s_journal_only`` without it. ``engine_process_replay_commands_per_s`` is the rate the
+   engine logs for that start from the journal alone: the replay as the processes run it, the sequencer
+   reading and sending the next chunk while the engine applies one (the engine decodes each chunk).
 """
 
 from __future__ import annotations
@@ -29,6 +31,7 @@ import argparse
 import dataclasses
 import json
 import os
+import re
 import shutil
 import signal
 import subprocess
@@ -188,14 +191,23 @@ def sequencer_head(frames: list[bytes]) -> int:
     return int(header.get("head", -1))
 
 
-def timed_engine_start(processes: Processes, head: int) -> float:
+_CAUGHT_UP = re.compile(r"caught up at seq (\d+): (\d+) commands replayed in [\d.]+ s \((\d+)/s\)")
+
+
+def timed_engine_start(processes: Processes, head: int) -> tuple[float, int, int]:
+    """Seconds from the engine's start until it answers at ``head``; then, from its log, how many commands
+    it replayed and at what rate (the replay as the engine process does it: the sequencer process reads
+    the journal and sends it while the engine applies the chunk before)."""
     started = time.monotonic()
     engine = processes.start("engine.main")
     processes.wait_for_head(processes.config.engine.queries, [msgpack.packb({"id": 1, "q": "head"})],
                             engine_head, head, engine)
     elapsed = time.monotonic() - started
     processes.stop(engine)
-    return elapsed
+    found = _CAUGHT_UP.findall((processes.home / "engine.main.log").read_text(errors="replace"))
+    if not found or int(found[-1][0]) != head:
+        raise RuntimeError(f"the engine's log does not say it caught up at seq {head}")
+    return elapsed, int(found[-1][1]), int(found[-1][2])
 
 
 def run(commands_count: int, tail: int, log, journal_batch: int = JOURNAL_BATCH,
@@ -232,11 +244,12 @@ def run(commands_count: int, tail: int, log, journal_batch: int = JOURNAL_BATCH,
                                     sequencer_head, count, sequencer)
             sequencer_start_s = time.monotonic() - started
             log(f"sequencer up in {sequencer_start_s:.1f} s")
-            from_snapshot = timed_engine_start(processes, count)
+            from_snapshot, _, _ = timed_engine_start(processes, count)
             log(f"engine live from the snapshot in {from_snapshot:.1f} s")
             shutil.move(str(store), str(home / "snapshots-aside"))
-            journal_only = timed_engine_start(processes, count)
-            log(f"engine live from the journal alone in {journal_only:.1f} s")
+            journal_only, process_replayed, process_rate = timed_engine_start(processes, count)
+            log(f"engine live from the journal alone in {journal_only:.1f} s (it replayed {process_replayed:,} "
+                f"commands at {process_rate:,}/s)")
         finally:
             processes.stop_all()
     finally:
@@ -248,6 +261,7 @@ def run(commands_count: int, tail: int, log, journal_batch: int = JOURNAL_BATCH,
         "apply_reported_commands_per_s": round(in_process["apply_reported_commands_per_s"]),
         "apply_state_only_commands_per_s": round(in_process["apply_state_only_commands_per_s"]),
         "recover_s_journal_only": round(journal_only, 2),
+        "engine_process_replay_commands_per_s": process_rate,
         "recover_s_from_snapshot": round(from_snapshot, 2),
         "replayed_after_snapshot": count - snapshot_at,
         "sequencer_start_s": round(sequencer_start_s, 2),

@@ -5,6 +5,7 @@ growth of the arrays, and whether reports were built. Also: snapshots from befor
 
 from __future__ import annotations
 
+import itertools
 import random
 
 import numpy as np
@@ -238,6 +239,22 @@ def test_clordids_are_bytes_to_the_kernels_and_a_longer_one_than_the_protocol_al
     assert service._ledger.resolve(1, long_id) == 0
     assert service.query({"q": "order", "account": 1, "order_id": 3})["order"]["clordid"] == ""
     assert service.query({"q": "order", "account": 1, "clordid": accented})["order"]["order_id"] == 4
+
+
+@pytest.mark.parametrize("clordids", [
+    [f"c{k}" for k in range(200)],
+    ["", "a", "é2", "", "ordré-1", "x" * 64, "L" * 65] * 20,
+    [""] * 100,
+    ["a\0b", "c"] * 40,  # a zero byte inside one: not split at zero bytes
+    ["only-one"],
+    [],
+])
+def test_a_batch_s_clordids_are_their_bytes_one_after_the_other_however_many(clordids):
+    text, offsets = clordid_text(clordids)
+    encoded = [clordid.encode() for clordid in clordids]
+    assert offsets.tolist() == [0, *itertools.accumulate(map(len, encoded))]
+    assert bytes(text[: offsets[-1]]) == b"".join(encoded)
+    assert len(text) >= 1 and not text.flags.writeable and text.flags.c_contiguous
 
 
 def test_an_empty_ledger_resolves_nothing():
