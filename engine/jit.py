@@ -21,10 +21,7 @@ import os
 from pathlib import Path
 
 import numba
-from llvmlite import ir
-from numba import njit, types
-from numba.core import cgutils
-from numba.extending import intrinsic
+from numba import njit
 
 _ROOT = Path(__file__).resolve().parent.parent
 KERNEL_SOURCES = (
@@ -62,33 +59,6 @@ def kernel(function=None, *, inline: bool = False):
     if function is None:
         return njit(**options)
     return njit(**options)(function)
-
-
-@intrinsic
-def prefetch(typingctx, array, row):
-    """``prefetch(array, row)``: ask the CPU to start loading the cache line of ``array[row]`` (its first
-    element if the array has more dimensions) for reading. Only a hint: it never faults, and it changes no
-    result. A kernel that walks big tables at random issues it a few events ahead, so that the line's load
-    overlaps other work instead of stalling the dependent loads behind it. ``row`` must be in bounds."""
-    if not isinstance(array, types.Array) or not isinstance(row, types.Integer):
-        return None
-
-    def codegen(context, builder, signature, args):
-        array_type = signature.args[0]
-        view = context.make_array(array_type)(context, builder, args[0])
-        zero = context.get_constant(types.intp, 0)
-        index = context.cast(builder, args[1], signature.args[1], types.intp)
-        pointer = cgutils.get_item_pointer(context, builder, array_type, view,
-                                           [index] + [zero] * (array_type.ndim - 1), wraparound=False)
-        byte_pointer = ir.IntType(8).as_pointer()
-        int32 = ir.IntType(32)
-        function_type = ir.FunctionType(ir.VoidType(), [byte_pointer, int32, int32, int32])
-        function = cgutils.get_or_insert_function(builder.module, function_type, "llvm.prefetch.p0")
-        # read (0), keep in every cache level (locality 3), a data line (1)
-        builder.call(function, [builder.bitcast(pointer, byte_pointer), int32(0), int32(3), int32(1)])
-        return context.get_dummy_value()
-
-    return types.void(array, row), codegen
 
 
 def entry_point(dispatcher, sample_args: tuple):

@@ -30,7 +30,8 @@ from __future__ import annotations
 import numpy as np
 
 from common.records import CancelReason, CommandKind, EventKind, OrderType, TimeInForce
-from engine.jit import kernel, prefetch
+from engine.jit import kernel
+from engine.unchecked import prefetch, prefetch2
 
 CLORDID_BYTES = 64  # the protocol's longest ClOrdID (docs/protocol.md); a longer one is not mapped
 CLORDIDS_MAX = 16  # ClOrdIDs a row can list; the service keeps its last CLORDIDS_PER_ORDER (<= this)
@@ -397,7 +398,7 @@ def sweep(table, pool, pool_free, retired, meta):
         if r + PREFETCH_AHEAD < count:
             prefetch(pool, retired[r + PREFETCH_AHEAD])
         if r + PREFETCH_AHEAD // 2 < count:
-            prefetch(table, pool[retired[r + PREFETCH_AHEAD // 2]].hash & mask)
+            prefetch2(table, pool[retired[r + PREFETCH_AHEAD // 2]].hash & mask, 0)
         entry = retired[r]
         i = pool[entry].hash & mask
         while table[i, 0] != 0:
@@ -533,9 +534,9 @@ def track(events, start, first, commands, sessions, text, offsets,
             return i
         ahead = i + PREFETCH_AHEAD
         if ahead < n_events:
-            prefetch(oids, _oid_home(oids, events[ahead].order_id))
+            prefetch2(oids, _oid_home(oids, events[ahead].order_id), 0)
             if events[ahead].kind == _TRADE:
-                prefetch(oids, _oid_home(oids, events[ahead].maker_order_id))
+                prefetch2(oids, _oid_home(oids, events[ahead].maker_order_id), 0)
         near = i + PREFETCH_AHEAD // 2
         if near < n_events:
             upcoming = events[near]
@@ -546,7 +547,7 @@ def track(events, start, first, commands, sessions, text, offsets,
                 k = upcoming.seq - first
                 if 0 <= k < n_commands and 0 < offsets[k + 1] - offsets[k] <= CLORDID_BYTES:
                     hashed = clordid_hash(upcoming.account, text, offsets[k], offsets[k + 1] - offsets[k])
-                    prefetch(table, hashed & (table.shape[0] - 1))
+                    prefetch2(table, hashed & (table.shape[0] - 1), 0)
         event = events[i]
         seq = event.seq
         routes[i].role = ROLE_NONE
