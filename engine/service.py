@@ -912,7 +912,7 @@ class _Part(NamedTuple):
 class _BatchContext:
     """The batch being applied, as the ledger and the routing read it."""
 
-    __slots__ = ("first", "records", "clordids", "kind_column", "session_column", "text", "offsets", "report",
+    __slots__ = ("first", "records", "envelopes", "kind_column", "session_column", "text", "offsets", "report",
                  "resend", "adds", "read_seq")
 
     def __init__(self, first: int, records: np.ndarray, envelopes: Envelopes, report: bool,
@@ -923,10 +923,22 @@ class _BatchContext:
         self.resend = resend
         self.adds: dict[tuple[int, str], list[int]] | None = None
         self.kind_column = records["kind"]  # indexed by (seq - first)
-        self.clordids = envelopes.clordids
-        self.session_column = np.array(envelopes.sessions, dtype=np.uint64)
-        self.text, self.offsets = clordid_text(envelopes.clordids)
+        self.envelopes = envelopes
+        self.session_column = envelopes.session_array()
+        as_bytes = envelopes.clordid_bytes()
+        if as_bytes is None:
+            self.text, self.offsets = clordid_text(envelopes.clordids)
+        else:  # decoded from the wire: the kernels read the bytes, and no string is made unless a report needs it
+            text, ends = as_bytes
+            self.text = np.frombuffer(text or b"\0", dtype=np.uint8)
+            self.offsets = np.zeros(len(ends) + 1, dtype=np.int64)
+            self.offsets[1:] = ends
         self.read_seq = 0  # the seq of the last event read (of a command the state-only reading may skip)
+
+    @property
+    def clordids(self) -> list[str]:
+        """The batch's ClOrdIDs as strings (made at the first read)."""
+        return self.envelopes.clordids
 
     def added_between(self, key: tuple[int, str], start: int, stop: int) -> bool:
         """Whether a NEW or a replace at a position in ``[start, stop)`` gives an order ClOrdID ``key``."""

@@ -191,6 +191,19 @@ class TestBatches:
                 assert [e.session for e in batch.envelopes] == [1000 + seq for seq in range(first, first + count)]
                 assert [e.orig for e in batch.envelopes] == ["o" if seq % 2 else "" for seq in range(first, first + count)]
 
+    def test_batches_whose_envelopes_are_in_the_older_form_read_alike_beside_newer_ones(self, journal):
+        """Journals written before envelopes became bytes columns hold ``[sessions, clordids, origs]``."""
+        journal.append(*commands(1, 4))
+        records, envelopes = commands(5, 3)
+        older = msgpack.packb([[e.session for e in envelopes], [e.clordid for e in envelopes],
+                               [e.orig for e in envelopes]], use_bin_type=True)
+        with journal._begin(write=True) as txn:
+            txn.put(seq_key(5), len(records).to_bytes(4, "little") + records.tobytes() + older)
+        for first, count in ((1, 7), (3, 4), (6, 1), (5, 3)):
+            batch = journal.read(first, count)
+            assert batch.records["seq"].tolist() == list(range(first, first + count))
+            assert batch.envelopes == commands(first, count)[1]
+
     def test_a_batch_without_origclordids_reads_them_as_empty(self, journal):
         records, _ = commands(1, 3)
         journal.append(records, [Envelope(1, f"x{i}") for i in range(3)])
