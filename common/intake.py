@@ -29,6 +29,7 @@ and strings (journals written before), is still read. One envelope alone (a rese
 from __future__ import annotations
 
 from collections.abc import Iterable, Iterator, Sequence
+import operator
 import struct
 from itertools import accumulate, chain
 from typing import NamedTuple, overload
@@ -64,36 +65,42 @@ class Envelopes(Sequence[Envelope]):
     ``clordids``, then kept): an engine replaying the journal hands the bytes to its kernels and never
     makes a string of most ClOrdIDs (a string each cost about as much as the rest of a command's read)."""
 
-    __slots__ = ("_sessions", "_clordids", "origs", "_session_bytes", "_ends", "_text")
+    __slots__ = ("_sessions", "_clordids", "origs", "_session_bytes", "_end_bytes", "_text")
 
     def __init__(self, sessions: list[int], clordids: list[str], origs: list[str] | None = None):
         self._sessions: list[int] | None = sessions
         self._clordids: list[str] | None = clordids
         self.origs = origs if origs is not None else [""] * len(sessions)
         self._session_bytes: bytes | None = None
-        self._ends: np.ndarray | None = None
+        self._end_bytes: bytes | None = None
         self._text: bytes | None = None
 
     @classmethod
-    def from_bytes(cls, session_bytes: bytes, ends: np.ndarray, text: bytes, origs: list[str] | None) -> "Envelopes":
-        """Envelopes whose sessions are ``session_bytes`` (little-endian uint64 each) and whose ClOrdIDs are
-        ``text`` (UTF-8), the k-th ending at byte ``ends[k]`` (int64; checked by the caller)."""
+    def from_bytes(cls, session_bytes: bytes, end_bytes: bytes, text: bytes, origs: list[str] | None) -> "Envelopes":
+        """Envelopes whose sessions are ``session_bytes`` (a little-endian uint64 each) and whose ClOrdIDs are
+        ``text`` (UTF-8), the k-th ending at the k-th little-endian uint32 of ``end_bytes`` (checked by the
+        caller)."""
         self = cls.__new__(cls)
         self._sessions = self._clordids = None
-        self._session_bytes, self._ends, self._text = session_bytes, ends, text
-        self.origs = origs if origs is not None else [""] * len(ends)
+        self._session_bytes, self._end_bytes, self._text = session_bytes, end_bytes, text
+        self.origs = origs if origs is not None else [""] * (len(end_bytes) // 4)
         return self
 
     @property
     def sessions(self) -> list[int]:
         if self._sessions is None:
-            self._sessions = np.frombuffer(self._session_bytes, dtype="<u8").tolist()
+            count = len(self._session_bytes) // 8
+            self._sessions = (list(struct.unpack(f"<{count}Q", self._session_bytes)) if count <= _SMALL
+                              else np.frombuffer(self._session_bytes, dtype="<u8").tolist())
         return self._sessions
 
     @property
     def clordids(self) -> list[str]:
         if self._clordids is None:
-            self._clordids = _split_text(self._text, self._ends)
+            count = len(self._end_bytes) // 4
+            ends = (struct.unpack(f"<{count}I", self._end_bytes) if count <= _SMALL
+                    else np.frombuffer(self._end_bytes, dtype="<u4").tolist())
+            self._clordids = _split_text(self._text, ends)
         return self._clordids
 
     def session_array(self) -> np.ndarray:
@@ -105,7 +112,10 @@ class Envelopes(Sequence[Envelope]):
     def clordid_bytes(self) -> tuple[bytes, np.ndarray] | None:
         """(the ClOrdIDs' UTF-8 bytes one after the other, the end of each as int64) when the envelopes were
         decoded from the wire; None when they were built from Python values."""
-        return None if self._text is None else (self._text, self._ends)
+        return None if self._text is None else (self._text, self._end_array())
+
+    def _end_array(self) -> np.ndarray:
+        return np.frombuffer(self._end_bytes, dtype="<u4").astype(np.int64)
 
     @classmethod
     def of(cls, envelopes: Iterable[Envelope]) -> "Envelopes":
@@ -124,8 +134,8 @@ class Envelopes(Sequence[Envelope]):
         if parts and all(part._text is not None for part in parts):
             lengths = np.array([len(part._text) for part in parts], dtype=np.int64)
             bases = np.cumsum(lengths) - lengths
-            ends = np.concatenate([part._ends + base for part, base in zip(parts, bases.tolist())])
-            return cls.from_bytes(b"".join(part._session_bytes for part in parts), ends,
+            ends = np.concatenate([part._end_array() + base for part, base in zip(parts, bases.tolist())])
+            return cls.from_bytes(b"".join(part._session_bytes for part in parts), ends.astype("<u4").tobytes(),
                                   b"".join(part._text for part in parts),
                                   list(chain.from_iterable(part.origs for part in parts)))
         return cls(list(chain.from_iterable(part.sessions for part in parts)),
@@ -146,10 +156,12 @@ class Envelopes(Sequence[Envelope]):
             start, stop, step = index.indices(len(self))
             if self._text is not None and step == 1:  # a run of them: still bytes
                 stop = max(start, stop)
-                begin = int(self._ends[start - 1]) if start > 0 else 0
-                end = int(self._ends[stop - 1]) if stop > start else begin
-                return Envelopes.from_bytes(self._session_bytes[8 * start : 8 * stop], self._ends[start:stop] - begin,
-                                            self._text[begin:end], self.origs[start:stop])
+                ends = np.frombuffer(self._end_bytes, dtype="<u4")[start:stop]
+                begin = struct.unpack_from("<I", self._end_bytes, 4 * (start - 1))[0] if start > 0 else 0
+                end = int(ends[-1]) if stop > start else begin
+                return Envelopes.from_bytes(self._session_bytes[8 * start : 8 * stop],
+                                            (ends - np.uint32(begin)).astype("<u4").tobytes(), self._text[begin:end],
+                                            self.origs[start:stop])
             return Envelopes(self.sessions[index], self.clordids[index], self.origs[index])
         return Envelope(self.sessions[index], self.clordids[index], self.origs[index])
 
@@ -169,9 +181,8 @@ class Envelopes(Sequence[Envelope]):
         return f"Envelopes({list(self)!r})"
 
 
-def _split_text(text: bytes, ends: np.ndarray) -> list[str]:
-    """The strings whose UTF-8 bytes ``text`` holds one after the other, the k-th ending at ``ends[k]``."""
-    bounds = ends.tolist()
+def _split_text(text: bytes, bounds: Sequence[int]) -> list[str]:
+    """The strings whose UTF-8 bytes ``text`` holds one after the other, the k-th ending at ``bounds[k]``."""
     starts = [0, *bounds[:-1]]
     whole = text.decode()
     if len(whole) == len(text):  # ASCII (what the gateways let through): byte offsets are character offsets
@@ -193,8 +204,8 @@ def pack_envelopes(envelopes: Sequence[Envelope]) -> bytes:
     """Envelopes as one msgpack array ``[sessions, ends, text, origs]`` (module docstring)."""
     if isinstance(envelopes, Envelopes) and envelopes._text is not None:  # as they came: no string made
         origs = envelopes.origs
-        return _COLUMNS_PACKER.pack([envelopes._session_bytes, envelopes._ends.astype("<u4").tobytes(),
-                                     envelopes._text, origs if any(origs) else None])
+        return _COLUMNS_PACKER.pack([envelopes._session_bytes, envelopes._end_bytes, envelopes._text,
+                                     origs if any(origs) else None])
     if isinstance(envelopes, Envelopes):
         sessions, clordids, origs = envelopes.sessions, envelopes.clordids, envelopes.origs
     else:
@@ -241,10 +252,33 @@ def _is_bytes_form(decoded: object) -> bool:
     return isinstance(decoded, list) and len(decoded) == 4
 
 
+def _one_in_bytes_form(array: list, count: int) -> Envelopes:
+    """The envelopes of one decoded ``[sessions, ends, text, origs]`` array of ``count``, checked: sizes, ends
+    that rise to the text's length, valid UTF-8 that no ClOrdID ends inside a character of. Raises
+    ValueError if it is not that. A live message's few are checked in Python (numpy's calls cost more)."""
+    if count > _SMALL:
+        return _from_bytes_form([array], [count])
+    sessions, end_bytes, text, origs = array
+    if type(sessions) is not bytes or type(end_bytes) is not bytes or type(text) is not bytes or not (
+            origs is None or type(origs) is list):
+        raise ValueError("envelope columns are [sessions, ends, text] as bytes, then origs as an array or nil")
+    if len(sessions) != 8 * count or len(end_bytes) != 4 * count or (origs is not None and len(origs) != count):
+        raise ValueError("an envelope array holds 8-byte sessions, 4-byte ends and origs, as many of each as "
+                         "its batch has records")
+    ends = struct.unpack(f"<{count}I", end_bytes)
+    if (ends[-1] if count else 0) != len(text) or not all(map(operator.le, ends, ends[1:])):
+        raise ValueError("a ClOrdID column's ends must rise to its text's length")
+    if len(text.decode()) != len(text) and any(end < len(text) and text[end] & 0xC0 == 0x80 for end in ends):
+        raise ValueError("a ClOrdID ends inside a UTF-8 character")
+    if origs is not None and set(map(type, origs)) - {str}:
+        raise ValueError("an envelope's orig is a string")
+    return Envelopes.from_bytes(sessions, end_bytes, text, origs)
+
+
 def _from_bytes_form(arrays: list[list], counts: list[int]) -> Envelopes:
     """One ``Envelopes`` of several decoded ``[sessions, ends, text, origs]`` arrays (``counts[k]`` envelopes
-    in the k-th), every one checked: sizes, ends that rise to their text's length, valid UTF-8 that no
-    ClOrdID ends inside a character of. Raises ValueError if any is not that."""
+    in the k-th), each checked as ``_one_in_bytes_form`` checks one, column by column with numpy: no
+    Python step per array. Raises ValueError if any is not that."""
     session_columns, end_columns, texts, orig_columns = (list(column) for column in zip(*arrays))
     if (set(map(type, session_columns)) - {bytes} or set(map(type, end_columns)) - {bytes}
             or set(map(type, texts)) - {bytes} or set(map(type, orig_columns)) - {list, type(None)}):
@@ -255,40 +289,28 @@ def _from_bytes_form(arrays: list[list], counts: list[int]) -> Envelopes:
         raise ValueError("an envelope array holds 8-byte sessions, 4-byte ends and origs, as many of each as "
                          "its batch has records")
     text = b"".join(texts)
-    total = sum(counts)
-    if total <= _SMALL:  # a live message: checked in Python
-        ends_list, base = [], 0
-        for column, piece, count in zip(end_columns, texts, counts):
-            local = struct.unpack(f"<{count}I", column)
-            if any(later < earlier for earlier, later in zip(local, local[1:])) or (local[-1] if count else 0) != len(piece):
-                raise ValueError("a ClOrdID column's ends must rise to its text's length")
-            ends_list.extend(base + end for end in local)
-            base += len(piece)
-        inside = [end for end in ends_list if end < len(text) and text[end] & 0xC0 == 0x80]
-        ends = np.array(ends_list, dtype=np.int64)
-    else:
-        count_array = np.array(counts, dtype=np.int64)
-        lengths = np.array(list(map(len, texts)), dtype=np.int64)
-        bases = np.cumsum(lengths) - lengths
-        ends = np.frombuffer(b"".join(end_columns), dtype="<u4").astype(np.int64) + np.repeat(bases, count_array)
-        filled = count_array > 0
-        lasts = np.cumsum(count_array)[filled] - 1
-        if (np.any(np.diff(ends) < 0) or not np.array_equal(ends[lasts], (bases + lengths)[filled])
-                or np.any(lengths[~filled])):
-            raise ValueError("a ClOrdID column's ends must rise to its text's length")
-        bytes_view = np.frombuffer(text, dtype=np.uint8)
+    count_array = np.array(counts, dtype=np.int64)
+    lengths = np.array(list(map(len, texts)), dtype=np.int64)
+    bases = np.cumsum(lengths) - lengths
+    ends = np.frombuffer(b"".join(end_columns), dtype="<u4").astype(np.int64) + np.repeat(bases, count_array)
+    filled = count_array > 0
+    lasts = np.cumsum(count_array)[filled] - 1
+    if (np.any(np.diff(ends) < 0) or not np.array_equal(ends[lasts], (bases + lengths)[filled])
+            or np.any(lengths[~filled])):
+        raise ValueError("a ClOrdID column's ends must rise to its text's length")
+    if len(text.decode()) != len(text):  # UnicodeDecodeError (a ValueError) if it is not UTF-8
         inner = ends[ends < len(text)]
-        inside = np.flatnonzero((bytes_view[inner] & 0xC0) == 0x80).tolist()
-    text.decode()  # UnicodeDecodeError (a ValueError) if it is not UTF-8
-    if inside:
-        raise ValueError("a ClOrdID ends inside a UTF-8 character")
+        if np.any((np.frombuffer(text, dtype=np.uint8)[inner] & 0xC0) == 0x80):
+            raise ValueError("a ClOrdID ends inside a UTF-8 character")
+    if len(text) >= 1 << 32:
+        raise ValueError("envelopes of more than 4 GiB of ClOrdIDs")
     origs = None
     if any(column is not None for column in orig_columns):
         origs = list(chain.from_iterable(column if column is not None else [""] * count
                                          for column, count in zip(orig_columns, counts)))
         if set(map(type, origs)) - {str}:
             raise ValueError("an envelope's orig is a string")
-    return Envelopes.from_bytes(b"".join(session_columns), ends, text, origs)
+    return Envelopes.from_bytes(b"".join(session_columns), ends.astype("<u4").tobytes(), text, origs)
 
 
 def unpack_envelopes(blob: bytes, count: int) -> Envelopes:
@@ -296,7 +318,7 @@ def unpack_envelopes(blob: bytes, count: int) -> Envelopes:
     ValueError if ``blob`` is not that."""
     decoded = msgpack.unpackb(blob, raw=False)
     if _is_bytes_form(decoded):
-        return _from_bytes_form([decoded], [count])
+        return _one_in_bytes_form(decoded, count)
     return _checked(*_columns(decoded, count))
 
 
@@ -330,7 +352,7 @@ def unpack_envelope_runs(blobs: Sequence[bytes], counts: Sequence[int],
         return Envelopes.join(whole[start + begin : start + end] for start, (begin, end) in zip(starts, spans))
     parts = []
     for array, count, (begin, end) in zip(arrays, counts, spans):
-        part = _from_bytes_form([array], [count]) if _is_bytes_form(array) else _checked(*_columns(array, count))
+        part = _one_in_bytes_form(array, count) if _is_bytes_form(array) else _checked(*_columns(array, count))
         parts.append(Envelopes(part.sessions[begin:end], part.clordids[begin:end], part.origs[begin:end]))
     return Envelopes.join(parts)
 
