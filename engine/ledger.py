@@ -36,7 +36,6 @@ from engine.ledger_kernels import (
     TRACK_DTYPE,
 )
 
-SPLIT_AT_LEAST = 64  # ClOrdIDs from which a batch's are split in a kernel (below: a call costs more)
 INITIAL_ROWS = 1024  # rows of each structure at first, unless told; each doubles when it fills
 _FILL_COLUMNS = ("seq", "ts", "price", "qty", "amount", "fee", "maker")
 # The arrays of the ledger's state, in the kernels' argument order after the inputs (see ``_state``).
@@ -65,15 +64,6 @@ def clordid_text(clordids: list[str]) -> tuple[np.ndarray, np.ndarray]:
     if len(clordids) == 1:  # most live batches
         text = clordids[0].encode()
         return np.frombuffer(text or b"\0", dtype=np.uint8), np.array([0, len(text)], dtype=np.int64)
-    if len(clordids) >= SPLIT_AT_LEAST:
-        separated = "\0".join(clordids).encode()  # UTF-8 has a zero byte only for U+0000
-        if separated.count(0) == len(clordids) - 1:
-            text_bytes = np.empty(max(1, len(separated) - len(clordids) + 1), dtype=np.uint8)
-            text_bytes[0] = 0  # when every ClOrdID is empty
-            offsets = np.empty(len(clordids) + 1, dtype=np.int64)
-            lk.split_clordids(np.frombuffer(separated, dtype=np.uint8), text_bytes, offsets)
-            text_bytes.flags.writeable = False  # the kernels' entry points are made for read-only text
-            return text_bytes, offsets
     joined = "".join(clordids)
     text = joined.encode()
     # One pass in C either way: a numpy cumsum costs more than the whole of a one-command batch's text.
@@ -127,7 +117,6 @@ class Ledger:
         ledger.track(np.zeros(1, dtype=EVENT_DTYPE), 0, np.zeros(1, dtype=COMMAND_DTYPE), np.zeros(1, dtype=np.uint64),
                      *clordid_text([""]), new_routes(1), 1, 1)
         ledger.end_command(1)
-        clordid_text(["warm-up"] * SPLIT_AT_LEAST)
         ledger.add_orphan(0, "warm-up", 1)
         ledger.sweep()
         ledger.resolve(0, "warm-up")

@@ -281,25 +281,6 @@ def rehash_oids(old, new, meta):
             _oid_insert(new, meta, old[i, 0], old[i, 1])
 
 
-@kernel
-def split_clordids(joined, text, offsets):
-    """ClOrdIDs' bytes ``joined`` by zero bytes (none inside one) into ``text``, one after the other, and
-    ``offsets`` (ClOrdID ``k`` is ``text[offsets[k]:offsets[k + 1]]``): one pass over the bytes, where
-    taking the length of each string in Python costs more than the rest of a replayed command's reading."""
-    k = 0
-    written = 0
-    offsets[0] = 0
-    for i in range(joined.shape[0]):
-        byte = joined[i]
-        if byte == 0:
-            k += 1
-            offsets[k] = written
-        else:
-            text[written] = byte
-            written += 1
-    offsets[k + 1] = written
-
-
 # --- the ClOrdID table --------------------------------------------------------------------------------
 
 
