@@ -1,5 +1,6 @@
-"""Envelopes on the wire (common/intake.py): packed as bytes columns, decoded without making a string per
-ClOrdID until one is read, the older form of string columns still read, and anything malformed refused."""
+"""Envelopes on the wire (common/intake.py): packed as bytes columns (the stream, the journal) or string
+columns (a gateway's submissions, journals written before), each decoded to the same envelopes, the bytes
+without a string per ClOrdID until one is read; anything malformed refused."""
 
 from __future__ import annotations
 
@@ -9,7 +10,17 @@ import msgpack
 import numpy as np
 import pytest
 
-from common.intake import Envelope, Envelopes, pack_envelopes, unpack_envelope_runs, unpack_envelopes
+from common.intake import (
+    Envelope,
+    Envelopes,
+    decode_submissions,
+    encode_submissions,
+    pack_envelope_strings,
+    pack_envelopes,
+    unpack_envelope_runs,
+    unpack_envelopes,
+)
+from common.records import COMMAND_DTYPE
 
 SAMPLE = [Envelope(1, "a"), Envelope(2, "bé", "a"), Envelope(1, "", ""), Envelope((1 << 64) - 1, "c-3"),
           Envelope(5, "ordré-1"), Envelope(6, "x" * 64)]
@@ -21,7 +32,8 @@ def many(count: int, *, start: int = 0, origs: bool = False) -> list[Envelope]:
 
 
 def older_form(envelopes: list[Envelope]) -> bytes:
-    """How envelopes were packed before: ``[sessions, clordids, origs]`` as msgpack arrays."""
+    """How envelopes were packed before the bytes columns: ``[sessions, clordids, origs]`` as msgpack
+    arrays, as journals written then hold them (and as a gateway's submissions still travel)."""
     origs = [e.orig for e in envelopes]
     return msgpack.packb([[e.session for e in envelopes], [e.clordid for e in envelopes],
                           origs if any(origs) else None], use_bin_type=True)
@@ -134,3 +146,15 @@ def test_a_session_that_is_not_an_unsigned_64_bit_integer_cannot_be_packed():
     for session in (-1, 1 << 64):
         with pytest.raises(ValueError, match="unsigned 64-bit"):
             pack_envelopes([Envelope(session, "a")])
+
+
+@pytest.mark.parametrize("envelopes", [SAMPLE, many(10, origs=True), many(3)])
+def test_a_submission_carries_string_columns_and_decodes_to_its_envelopes(envelopes):
+    assert pack_envelope_strings(envelopes) == older_form(envelopes)
+    assert unpack_envelopes(pack_envelope_strings(envelopes), len(envelopes)) == envelopes
+    records = [np.zeros(1, dtype=COMMAND_DTYPE).tobytes()] * len(envelopes)
+    decoded_records, decoded = decode_submissions(encode_submissions(records, envelopes))
+    assert len(decoded_records) == len(envelopes) and decoded == envelopes
+    assert decoded.clordid_bytes() is None  # strings as they came
+    packed_again = unpack_envelopes(pack_envelopes(decoded), len(envelopes))  # the sequencer's batch
+    assert packed_again == envelopes and packed_again.clordid_bytes() is not None
