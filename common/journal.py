@@ -404,11 +404,16 @@ class Journal:
                 expected = _key_seq(cursor.key())
                 batch_first = expected
                 stop = first + count
+                # Per batch value, the least Python there can be: a chunk of a replay reads thousands.
+                from_bytes, unpack_count = int.from_bytes, _COUNT.unpack_from
                 for key, value in cursor.iternext():
-                    if _key_seq(key) != expected:
+                    if from_bytes(key, "big") != expected:
                         raise JournalError(f"journal corrupt near seq {expected}: the next batch starts at "
                                            f"{_key_seq(key)}")
-                    batch_count = _value_count(value)
+                    try:
+                        batch_count = unpack_count(value)[0]
+                    except struct.error:
+                        raise JournalError("journal corrupt: a batch shorter than its header") from None
                     values.append(value)
                     counts.append(batch_count)
                     expected += batch_count
