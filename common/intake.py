@@ -222,7 +222,8 @@ def pack_envelopes(envelopes: Sequence[Envelope]) -> bytes:
 
 
 def _value_columns(envelopes: Sequence[Envelope]) -> tuple[Sequence[int], Sequence[str], Sequence[str]]:
-    """(sessions, ClOrdIDs, origs) of envelopes as Python values."""
+    """(sessions, ClOrdIDs, origs) of envelopes as Python values. Tuples, not ``Envelopes.of``: its three
+    list copies cost 0.3 - 0.5 us an order on the way from gateway to engine, and packing reads them once."""
     if isinstance(envelopes, Envelopes):
         return envelopes.sessions, envelopes.clordids, envelopes.origs
     if not envelopes:
@@ -367,7 +368,7 @@ def unpack_envelope_runs(blobs: Sequence[bytes], counts: Sequence[int],
     parts = []
     for array, count, (begin, end) in zip(arrays, counts, spans):
         part = _one_in_bytes_form(array, count) if _is_bytes_form(array) else _checked(*_columns(array, count))
-        parts.append(Envelopes(part.sessions[begin:end], part.clordids[begin:end], part.origs[begin:end]))
+        parts.append(part[begin:end])
     return Envelopes.join(parts)
 
 

@@ -525,6 +525,7 @@ def track(events, start, first, commands, sessions, text, offsets,
             if upcoming.kind == _TRADE:
                 _prefetch_row(slots, oids, upcoming.maker_order_id)
             elif upcoming.kind == _ACCEPTED or upcoming.kind == _REPLACED:  # a ClOrdID to map
+                # Its hash is computed again when it is mapped: a few bytes, cheaper than the miss it hides.
                 k = upcoming.seq - first
                 if 0 <= k < n_commands and 0 < offsets[k + 1] - offsets[k] <= CLORDID_BYTES:
                     hashed = clordid_hash(upcoming.account, text, offsets[k], offsets[k + 1] - offsets[k])

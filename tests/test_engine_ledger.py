@@ -245,7 +245,7 @@ def test_clordids_are_bytes_to_the_kernels_and_a_longer_one_than_the_protocol_al
     [f"c{k}" for k in range(200)],
     ["", "a", "é2", "", "ordré-1", "x" * 64, "L" * 65] * 20,
     [""] * 100,
-    ["a\0b", "c"] * 40,  # a zero byte inside one: not split at zero bytes
+    ["a\0b", "c"] * 40,  # a zero byte inside one
     ["only-one"],
     [],
 ])

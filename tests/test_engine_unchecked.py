@@ -1,5 +1,5 @@
-"""engine/unchecked.py: ``prefetch`` and ``prefetch2`` are hints only, whatever the array; ``at`` and ``at2``
-reach the element asked for and write through to it."""
+"""engine/unchecked.py: ``prefetch`` and ``prefetch2`` are hints only, whatever the array; ``at`` reaches the
+element asked for and writes through to it."""
 
 from __future__ import annotations
 

@@ -133,11 +133,12 @@ def _malformed(count: int) -> list[bytes]:
 @pytest.mark.parametrize("count", [3, 300])
 def test_malformed_bytes_columns_are_refused(count):
     assert unpack_envelopes(bytes_form(*_valid(count)), count).clordids == [f"c{k}" for k in range(count)]
-    for index, blob in enumerate(_malformed(count)):
+    good = bytes_form(*_valid(count))
+    malformed = _malformed(count)
+    for index, blob in enumerate(malformed):
         with pytest.raises(ValueError):
             unpack_envelopes(blob, count)
-        if index < len(_malformed(count)) - 1:  # among valid ones in a run too
-            good = bytes_form(*_valid(count))
+        if index < len(malformed) - 1:  # among valid ones in a run too (all but the blob cut short)
             with pytest.raises(ValueError):
                 unpack_envelope_runs([good, blob, good], [count] * 3, [(0, count)] * 3)
 
