@@ -16,6 +16,7 @@ from hypothesis import strategies as st
 import engine.service as service_module
 from common.intake import Envelope
 from common.records import TimeInForce
+from common.reports import ACCOUNT_PREFIX
 from common.stream import SequencedBatch
 from engine.ledger import Ledger, clordid_text
 from engine.service import EngineService, StreamInconsistency
@@ -195,6 +196,38 @@ def test_arrays_that_grow_hold_the_same_tracking_and_give_the_same_reports(monke
         assert reported(cramped.apply(batch)) == reported(roomy.apply(batch))
     assert tracked(cramped) == tracked(roomy)
     assert len(cramped._ledger.slots) > 2
+
+
+def account_items(messages) -> list[tuple]:
+    """The account topics' messages and their items (ClOrdIDs, own and maker's)."""
+    return [(message.topic, message.items) for message in messages if message.topic.startswith(ACCOUNT_PREFIX)]
+
+
+@settings(max_examples=20, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(seed=st.integers(0, 2**32 - 1), listeners=st.sampled_from([None, set(), {1}, {2, 4}]))
+def test_long_chunks_routed_with_numpy_give_the_messages_of_the_loop_over_events(monkeypatch, seed, listeners):
+    """A replay's long chunks are routed to topics column by column (``COLUMN_ROUTING_EVENTS``), a live
+    batch's few events by a loop: the same workload, batched alike, gives the same messages either way,
+    from several gateways and sessions, for every choice of listened accounts."""
+    records, envelopes = workload(seed, 500)
+    rng = random.Random(seed)
+    records["origin"] = [rng.choice((1, 2, 3)) for _ in range(len(records))]
+    config = make_config(max_open_orders=256, max_accounts=16, event_buffer=rng.choice((64, 4096)))
+    by_columns, by_loop = EngineService(config), EngineService(config)
+    by_columns.account_listeners = by_loop.account_listeners = listeners
+    first = 1
+    while first <= len(records):
+        last = min(len(records), first + rng.choice((1, 3, 40, 200)) - 1)
+        batch = SequencedBatch(first, records[first - 1 : last], envelopes[first - 1 : last])
+        resend = rng.random() < 0.3
+        monkeypatch.setattr(service_module, "COLUMN_ROUTING_EVENTS", 1)
+        columns = by_columns.apply(batch, resend=resend)
+        monkeypatch.setattr(service_module, "COLUMN_ROUTING_EVENTS", 1 << 30)
+        loop = by_loop.apply(batch, resend=resend)
+        assert reported(columns) == reported(loop), f"batch {first}..{last}"
+        assert account_items(columns) == account_items(loop)
+        first = last + 1
+    assert by_columns.engine.state_hash() == by_loop.engine.state_hash()
 
 
 def test_a_snapshot_from_before_the_ledger_is_taken_as_rows(small_bounds):
