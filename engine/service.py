@@ -136,10 +136,10 @@ _BOOK_EVENTS = frozenset({_ACCEPTED, _CANCELLED, _REPLACED})
 
 _BOOK_EVENT_LIST = sorted(_BOOK_EVENTS)
 _IMMEDIATE_LIST = sorted(_IMMEDIATE)
-# A trade's maker side by the taker's side, as an array to index with a column (0 and 3: never a trade's).
-_MAKER_SIDE = np.array([0, 2, 1, 0], dtype=np.int64)
-_EVENT_ROW = np.dtype((np.void, EVENT_DTYPE.itemsize))  # an event as one opaque block of bytes
 _OPPOSITE_SIDE = {1: 2, 2: 1}  # Side.BUY <-> Side.SELL: a trade's maker is on the other side of its taker
+# The same as an array to index with a column of sides (0 where no side is).
+_MAKER_SIDE = np.array([_OPPOSITE_SIDE.get(side, 0) for side in range(max(_OPPOSITE_SIDE) + 1)], dtype=np.int64)
+_EVENT_ROW = np.dtype((np.void, EVENT_DTYPE.itemsize))  # an event as one opaque block of bytes
 # What a reject of a command the journal could not take repeats of the command (as the engine's rejects do).
 _REFUSED_ECHO = ("account", "symbol", "side", "order_type", "tif", "price", "qty", "order_id", "client_order_id",
                  "amount", "asset")
@@ -533,7 +533,7 @@ class EngineService:
         sides, prices = chunk["side"], chunk["price"]
         is_trade = kinds == _TRADE
         is_book = (np.isin(kinds, _BOOK_EVENT_LIST) & (chunk["order_type"] == _LIMIT)
-                   & ~np.isin(chunk["tif"], _IMMEDIATE_LIST) & ~is_trade)
+                   & ~np.isin(chunk["tif"], _IMMEDIATE_LIST))
         trades = np.flatnonzero(is_trade)
         for symbol, members in _groups(symbols[trades], trades):
             output.market_positions.setdefault(symbol, []).extend((members + offset).tolist())
@@ -563,8 +563,8 @@ class EngineService:
             if listeners is not None:
                 kept = np.isin(concerned, np.fromiter(listeners, dtype=np.int64, count=len(listeners)))
                 concerned, positions = concerned[kept], positions[kept]
-            order = np.lexsort((positions, concerned))
-            for account, members in _groups(concerned[order], positions[order]):
+            in_event_order = np.argsort(positions, kind="stable")
+            for account, members in _groups(concerned[in_event_order], positions[in_event_order]):
                 output.account_positions.setdefault(account, []).extend((members + offset).tolist())
 
     def _market_message(self, symbol: int, trades: np.ndarray, touched: set[tuple[int, int]],
