@@ -397,18 +397,19 @@ class EngineService:
         made = np.flatnonzero(routes["maker_role"])
         if not len(own) and not len(made):
             return
+
+        def items_column(name: str) -> np.ndarray:
+            """A route field of the items, the own ones' then the makers' (``maker_<name>``)."""
+            return np.concatenate((routes[name][own], routes[f"maker_{name}"][made]))
+
         positions = np.concatenate((own, made))
         is_maker = np.concatenate((np.zeros(len(own), np.int8), np.ones(len(made), np.int8)))
-        gateways = np.concatenate((routes["gateway"][own], routes["maker_gateway"][made]))
+        gateways = items_column("gateway")
         order = np.lexsort((is_maker, positions, gateways))
-
-        def column(name: str, maker_name: str) -> list:
-            return np.concatenate((routes[name][own], routes[maker_name][made]))[order].tolist()
-
-        sessions, accounts = column("session", "maker_session"), column("account", "maker_account")
-        cum_quotes = column("cum_quote", "maker_cum_quote")
-        roles = _ROLE_NAME_ARRAY[np.concatenate((routes["role"][own], routes["maker_role"][made]))[order]].tolist()
-        refs = np.concatenate((routes["clordid"][own], routes["maker_clordid"][made]))[order]
+        sessions, accounts, cum_quotes = (items_column(name)[order].tolist()
+                                          for name in ("session", "account", "cum_quote"))
+        roles = _ROLE_NAME_ARRAY[items_column("role")[order]].tolist()
+        refs = items_column("clordid")[order]
         positions = positions[order]
         # Each item's ClOrdID: its command's (by its place in the batch), none, or a ledger pool entry's.
         clordid_column = np.full(len(refs), "", dtype=object)
