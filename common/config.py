@@ -111,6 +111,7 @@ class EngineConfig:
     snapshot_map_bytes: int  # initial LMDB map size of the snapshot store (it grows when full)
     catch_up_reports: int  # at start-up, reports are published again for the journal's last this many commands
     pretouch: bool  # fault in every page of the engine's arrays before going live (see engine/layout.py)
+    market_interval_us: int  # live market messages leave at most once per this many us (engine/pacing.py)
 
 
 class Durability(str, Enum):
@@ -321,6 +322,7 @@ def parse_config(document: Mapping[str, Any], *, source: str = "<memory>") -> Ex
         snapshot_map_bytes=engine_section.integer("snapshot_map_bytes", minimum=1 << 20, maximum=1 << 44),
         catch_up_reports=engine_section.integer("catch_up_reports", minimum=0, maximum=1 << 40),
         pretouch=engine_section.boolean("pretouch"),
+        market_interval_us=engine_section.integer("market_interval_us", minimum=0, maximum=10_000_000),
     )
     engine_section.finish()
 

@@ -56,6 +56,7 @@ from common.reports import (
     encode_report,
 )
 from common.snapshot_store import SnapshotStore
+from engine.pacing import MarketPacer
 from common.stream import (
     Duplicate,
     Heartbeat,
@@ -206,6 +207,9 @@ class EngineProcess:
         self._status_commands = 0
         self._heartbeat_at = math.inf
         self._listened_accounts: set[int] = set()  # exact account topics subscribed to
+        # Live, market messages leave at most once per interval (engine/pacing.py); the catch-up's go at once.
+        self.market_pacer = MarketPacer(config.engine.market_interval_us * 1000)
+        self._pacing = False
         self._every_account = 0  # subscriptions that cover every account topic
 
     # --- sockets ------------------------------------------------------------------------------------
@@ -329,9 +333,20 @@ class EngineProcess:
     def live(self) -> None:
         self._publish(self.service.heartbeats())
         self._heartbeat_at = time.monotonic() + REPORT_HEARTBEAT_S
+        self._pacing = True
+        try:
+            self._live_loop()
+        finally:
+            self._pacing = False
+            self._send(self.market_pacer.drain(time.monotonic_ns()))
+
+    def _live_loop(self) -> None:
         while not self.stopping:
             now = time.monotonic()
             wake_at = min(self._status_at + STATUS_INTERVAL_S, self._heartbeat_at, self.snapshots.wake_at(now))
+            market_due_ns = self.market_pacer.due_ns()
+            if market_due_ns is not None:
+                wake_at = min(wake_at, market_due_ns / 1e9)
             timeout_ms = 0 if self.pending else max(0, int((wake_at - now) * 1000)) + 1
             ready = dict(self.live_poller.poll(timeout_ms))
             if self.signals.fd in ready:
@@ -341,6 +356,7 @@ class EngineProcess:
             if self.sub in ready:
                 self._receive_stream()
             self._handle_pending()
+            self._send(self.market_pacer.release(time.monotonic_ns()))
             if self.router in ready:
                 self._answer_queries()
             self._maybe_log_status()
@@ -506,6 +522,11 @@ class EngineProcess:
         self._publish(messages)
 
     def _publish(self, messages: list[ReportMessage]) -> None:
+        if self._pacing:
+            messages = self.market_pacer.take(messages, time.monotonic_ns())
+        self._send(messages)
+
+    def _send(self, messages: list[ReportMessage]) -> None:
         for message in messages:
             send_frames(self.pub, encode_report(message))
         if messages:

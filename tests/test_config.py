@@ -49,6 +49,7 @@ snapshots_kept = 2
 snapshot_map_bytes = 1048576
 catch_up_reports = 100
 pretouch = false
+market_interval_us = 0
 
 [sequencer]
 intake = "ipc:///tmp/other-intake"

@@ -506,3 +506,34 @@ def test_account_messages_are_built_only_for_the_accounts_someone_subscribes_to(
     bob = until_heard(BOB, BOB_SESSION, GW2, Side.SELL, 170)
     assert bob.n == 1 and bob.prev >= alice.seq
     assert r.stop() == 0
+
+
+def test_live_market_messages_within_the_interval_wait_and_all_leave_at_a_stop(rig):
+    journal = funded_journal()
+    r = rig(journal)
+    r.document["engine"]["market_interval_us"] = 10_000_000  # longer than the test: nothing leaves on time
+    r.config_path.write_text(to_toml(r.document))
+    r.start()
+    r.wait_until_ready()
+    r.sync_reports()
+    market = lambda: r.on(market_topic(BTC_USDT))  # noqa: E731
+
+    first = journal.limit(BOB, Side.SELL, 150, 5, gateway=GW2, session=BOB_SESSION, clordid="sell-1")
+    r.publish(first, first)
+    r.wait(market, "the first live market message (none went out before it: it leaves at once)")
+    second = journal.limit(BOB, Side.SELL, 160, 5, gateway=GW2, session=BOB_SESSION, clordid="sell-2")
+    third = journal.limit(ALICE, Side.BUY, 150, 2, gateway=GW1, session=ALICE_SESSION, clordid="buy-1")
+    r.publish(second, second)
+    r.publish(third, third)
+    r.wait(lambda: any(third in m.events["seq"] for m in r.on(gateway_topic(GW1))), "the buy's execution report")
+    assert [m.seq for m in market()] == [first], "the reports left at once, the market messages wait"
+
+    assert r.stop() == 0  # SIGTERM: what waits is sent before the sockets close
+    deadline = time.monotonic() + TIMEOUT_S
+    while market()[-1].seq != third and time.monotonic() < deadline:
+        r.pump(50)
+    messages = market()
+    assert messages[-1].seq == third, "the held market messages left at the stop"
+    assert [m.n for m in messages] == list(range(messages[0].n, messages[0].n + len(messages)))
+    assert [m.prev for m in messages[1:]] == [m.seq for m in messages[:-1]]
+    assert [int(e["seq"]) for m in messages for e in m.events if e["kind"] == EventKind.TRADE] == [third]
