@@ -45,3 +45,17 @@ def test_fanout_floor_benchmark_times_a_round_of_sends():
     result = json.loads(completed.stdout.strip().splitlines()[-1])
     assert (result["connections"], result["rounds"]) == (10, 3)
     assert result["round_ms"] > 0 and result["send_us"] > 0
+
+
+def test_wake_benchmark_times_each_work_after_each_pause():
+    completed = subprocess.run(
+        [sys.executable, "-m", "bench.wake", "--quick", "--json"],
+        cwd=ROOT, capture_output=True, text=True, timeout=300, check=True,
+    )
+    result = json.loads(completed.stdout.strip().splitlines()[-1])
+    assert set(result["work"]) == {"sequencer", "protocol"}
+    for rows in result["work"].values():
+        assert list(rows) == ["back_to_back", "sleep_0.2ms", "sleep_1ms", "sleep_2ms", "sleep_5ms", "busy_5ms"]
+        assert rows["back_to_back"]["ratio"] == 1.0
+        for row in rows.values():
+            assert row["p90_us"] >= row["p50_us"] > 0 and len(row["p50_us_runs"]) == result["runs"] == 1
