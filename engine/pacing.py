@@ -1,13 +1,14 @@
 """How often the engine publishes market messages: at most once per ``engine.market_interval_us``.
 
-Each market message the engine sends wakes quotation (and, through quotation, the pusher): on this
-kind of machine a wake-up costs tens of microseconds of CPU in each process whatever the message
-carries, so at 10,000 orders/s quotation and the pusher took a third of a core between them, taken
-from the order path. Execution reports and account messages go out with every batch; market
-messages are held back until ``interval`` has passed since the last ones went out, then leave
-together (quotation takes them in one turn). At low rates nothing waits: a market message that comes
-``interval`` or more after the last one leaves at once. Under load a trade reaches quotation at most
-``interval`` later than it would have.
+Each market message the engine sends wakes quotation (and, through quotation, the pusher), and a
+wake-up costs CPU in each process whatever the message carries: at 1,000 and at 10,000 orders/s alike,
+quotation and the pusher took about a third of a core between them, taken from the order path on a
+small machine. Execution reports and account messages go out with every batch; market messages are
+held back until ``interval`` has passed since the last ones went out, then leave together (quotation
+takes them in one turn). At low rates nothing waits: a market message that comes ``interval`` or more
+after the last one leaves at once. Under load a trade reaches quotation at most ``interval`` later than
+it would have. How much CPU which interval saves is measured in docs/benchmarks.md (the default 1 ms
+little at 10,000 orders/s, 5 ms about a tenth of a core).
 
 Order is kept per topic (a market topic's messages only ever wait behind each other), which is all
 subscribers rely on: each topic has its own counter ``n`` (common/reports.py).
