@@ -22,6 +22,7 @@ an idle CPU halts: what a process waiting in ``zmq.Poller.poll`` does), and afte
 from __future__ import annotations
 
 import argparse
+import itertools
 import json
 import statistics
 import tempfile
@@ -58,7 +59,7 @@ def sequencer_work(directory: Path) -> tuple[Callable[[], None], Journal]:
     journal = Journal(directory / "journal", map_bytes=JOURNAL_MAP_BYTES, durability=Durability.PROCESS)
     core = Sequencer(journal, time.time_ns, max_batch=64)
     record = command(CommandKind.NEW, account=3, client_order_id=1, symbol=0, price=100, qty=1)
-    counter = iter(range(1 << 62))
+    counter = itertools.count()
 
     def work() -> None:
         core.submit(record, Envelope(1, f"c{next(counter)}"))

@@ -56,7 +56,6 @@ from common.reports import (
     encode_report,
 )
 from common.snapshot_store import SnapshotStore
-from engine.pacing import MarketPacer
 from common.stream import (
     Duplicate,
     Heartbeat,
@@ -67,6 +66,7 @@ from common.stream import (
     encode_replay_request,
 )
 from engine import snapshot
+from engine.pacing import MarketPacer
 from engine.service import EngineService, StreamInconsistency, catch_up_parts
 from engine.snapshot import load_newest
 
@@ -207,10 +207,10 @@ class EngineProcess:
         self._status_commands = 0
         self._heartbeat_at = math.inf
         self._listened_accounts: set[int] = set()  # exact account topics subscribed to
+        self._every_account = 0  # subscriptions that cover every account topic
         # Live, market messages leave at most once per interval (engine/pacing.py); the catch-up's go at once.
         self.market_pacer = MarketPacer(config.engine.market_interval_us * 1000)
         self._pacing = False
-        self._every_account = 0  # subscriptions that cover every account topic
 
     # --- sockets ------------------------------------------------------------------------------------
 

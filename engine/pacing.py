@@ -6,8 +6,9 @@ quotation and the pusher took about a third of a core between them, taken from t
 small machine. Execution reports and account messages go out with every batch; market messages are
 held back until ``interval`` has passed since the last ones went out, then leave together (quotation
 takes them in one turn). At low rates nothing waits: a market message that comes ``interval`` or more
-after the last one leaves at once. Under load a trade reaches quotation at most ``interval`` later than
-it would have. How much CPU which interval saves is measured in docs/benchmarks.md (the default 1 ms
+after the last one leaves at once. Under load a trade reaches quotation up to ``interval`` later than it
+would have (and up to a millisecond more when nothing else wakes the engine: its poll counts in whole
+milliseconds). How much CPU which interval saves is measured in docs/benchmarks.md (the default 1 ms
 little at 10,000 orders/s, 5 ms about a tenth of a core).
 
 Order is kept per topic (a market topic's messages only ever wait behind each other), which is all
